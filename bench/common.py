@@ -1,0 +1,43 @@
+"""What every benchmark returns, and small helpers to time things honestly on a shared machine."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class BenchResult:
+    """One benchmark: opsflow's figure beside a baseline measured in the same run (SPEC §8)."""
+
+    name: str
+    figure: float
+    unit: str
+    baseline: float
+    baseline_name: str
+    ratio: float
+    target: str
+    met: bool
+    notes: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_seconds(action: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls: robust to one slow outlier on a noisy machine."""
+    timings = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

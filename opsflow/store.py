@@ -1,0 +1,256 @@
+"""The ops store: PostgreSQL (through psycopg 3) holding every routine's history.
+
+Everything lives in the schema ``opsflow``, created and upgraded by the ordered
+SQL files in ``opsflow/migrations/`` (``NNNN_name.sql``). Migrations run when a
+store is opened, each in its own transaction, recorded in
+``opsflow.schema_version``, under an advisory lock so two processes starting at
+once apply each migration exactly once.
+
+Where the store is (first match wins):
+
+1. ``store.url`` in the config;
+2. ``$OPSFLOW_STORE_URL``;
+3. an embedded PostgreSQL under ``$OPSFLOW_HOME`` (default ``./.opsflow``),
+   started on first use and left running for the next command.
+
+>>> store = OpsStore.open(config)                         # doctest: +SKIP
+>>> store.import_probe_results(read_probe_csv(path))      # doctest: +SKIP
+ImportCount(rows=130000, inserted=130000)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING
+
+import psycopg
+
+from opsflow.errors import StoreUnavailable
+from opsflow.history_csv import CapacityRow, ProbeRow
+from opsflow.results import RoutineResult
+
+if TYPE_CHECKING:
+    from opsflow.config import Config
+
+log = logging.getLogger(__name__)
+
+STORE_DATABASE = "opsflow"
+CONNECT_TIMEOUT_SECONDS = 10
+_MIGRATION_LOCK = "opsflow.migrate"
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class ImportCount:
+    """Rows read from a file, and how many of them were new to the store."""
+
+    rows: int
+    inserted: int
+    updated: int = 0
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.inserted - self.updated
+
+
+def bundled_migrations() -> list[Migration]:
+    """The migrations shipped in ``opsflow/migrations``, in version order."""
+    found = []
+    for entry in resources.files("opsflow.migrations").iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"duplicate migration versions in opsflow/migrations: {versions}")
+    return found
+
+
+def resolve_store_url(config: Config | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The store's libpq URL: config, then ``$OPSFLOW_STORE_URL``, then the embedded server."""
+    env = os.environ if environ is None else environ
+    configured = ""
+    if config is not None and config.store is not None:
+        from opsflow.config import resolve_secret
+
+        configured = resolve_secret(config.store.url) or ""
+    url = configured or env.get("OPSFLOW_STORE_URL", "")
+    if url:
+        return url
+    from opsflow.embedded import EmbeddedPostgres, home_dir
+
+    server = EmbeddedPostgres.start(home_dir(dict(env)) / "pgdata", keep_running=True)
+    return server.ensure_database(STORE_DATABASE)
+
+
+class OpsStore:
+    """Access to the ops store. Cheap to create; each operation takes its own connection."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    @classmethod
+    def open(cls, config: Config | None = None, environ: Mapping[str, str] | None = None) -> OpsStore:
+        """Resolve the store's location, connect, and apply pending migrations."""
+        store = cls(resolve_store_url(config, environ))
+        store.migrate()
+        return store
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection in a transaction that commits on success and rolls back on error."""
+        try:
+            conn = psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.OperationalError as exc:
+            # libpq's message can echo the host but never the password; keep it short anyway.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"ops store unreachable: {first_line}") from None
+        with conn:
+            yield conn
+
+    # -- schema -----------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The highest applied migration, 0 for an empty store."""
+        with self.connection() as conn:
+            if conn.execute("select to_regclass('opsflow.schema_version')").fetchone() == (None,):
+                return 0
+            row = conn.execute("select coalesce(max(version), 0) from opsflow.schema_version").fetchone()
+            return int(row[0]) if row else 0
+
+    def migrate(self, migrations: Sequence[Migration] | None = None) -> list[int]:
+        """Apply pending migrations in order; return the versions applied by this call."""
+        pending = list(bundled_migrations() if migrations is None else migrations)
+        applied: list[int] = []
+        with self.connection() as conn:
+            conn.autocommit = True
+            # A session-level lock held across every migration's own transaction.
+            conn.execute("select pg_advisory_lock(hashtext(%s))", (_MIGRATION_LOCK,))
+            try:
+                conn.execute("create schema if not exists opsflow")
+                conn.execute(
+                    """create table if not exists opsflow.schema_version (
+                        version    integer primary key,
+                        name       text not null,
+                        applied_at timestamptz not null default now())"""
+                )
+                done = {row[0] for row in conn.execute("select version from opsflow.schema_version")}
+                for migration in pending:
+                    if migration.version in done:
+                        continue
+                    with conn.transaction():
+                        conn.execute(migration.sql.encode())
+                        conn.execute(
+                            "insert into opsflow.schema_version (version, name) values (%s, %s)",
+                            (migration.version, migration.name),
+                        )
+                    log.info("ops store: applied migration %04d_%s", migration.version, migration.name)
+                    applied.append(migration.version)
+            finally:
+                conn.execute("select pg_advisory_unlock(hashtext(%s))", (_MIGRATION_LOCK,))
+        return applied
+
+    # -- routine results -------------------------------------------------------
+
+    def save_result(self, result: RoutineResult, scope: str = "") -> None:
+        """Record a routine's result; a re-run for the same routine, scope and instant replaces it."""
+        with self.connection() as conn:
+            conn.execute(
+                """insert into opsflow.routine_runs (routine, scope, as_of, status, flow_run_id, result)
+                   values (%s, %s, %s, %s, %s, %s)
+                   on conflict (routine, scope, as_of) do update
+                   set status = excluded.status, flow_run_id = excluded.flow_run_id,
+                       result = excluded.result, recorded_at = now()""",
+                (result.routine, scope, result.as_of, result.status, result.flow_run_id, result.to_json()),
+            )
+
+    def results(self, routine: str, scope: str = "", limit: int = 100) -> list[RoutineResult]:
+        """The most recent results of ``routine`` (newest ``as_of`` first)."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                """select result from opsflow.routine_runs where routine = %s and scope = %s
+                   order by as_of desc limit %s""",
+                (routine, scope, limit),
+            ).fetchall()
+        return [
+            RoutineResult.model_validate(row[0] if isinstance(row[0], dict) else json.loads(row[0])) for row in rows
+        ]
+
+    # -- probe and capacity history -------------------------------------------
+
+    def write_probe_results(self, rows: Sequence[ProbeRow]) -> ImportCount:
+        """Write probe results in one COPY; rows already stored (same service and instant) are kept as they are."""
+        with self.connection() as conn:
+            conn.execute(
+                """create temp table probe_batch (like opsflow.probe_results including defaults)
+                   on commit drop"""
+            )
+            with conn.cursor().copy(
+                "copy probe_batch (service, checked_at, ok, latency_ms, status_code, error) from stdin"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            conn.execute(
+                """select opsflow.ensure_probe_partition(month)
+                   from (select distinct date_trunc('month', checked_at, 'UTC') as month from probe_batch) months"""
+            )
+            inserted = conn.execute(
+                """insert into opsflow.probe_results select * from probe_batch
+                   on conflict (service, checked_at) do nothing"""
+            ).rowcount
+        return ImportCount(rows=len(rows), inserted=inserted)
+
+    def write_capacity_samples(self, rows: Sequence[CapacityRow]) -> ImportCount:
+        """Write metric samples in one COPY; a sample for an existing (metric, ts) replaces its value."""
+        with self.connection() as conn:
+            conn.execute(
+                """create temp table capacity_batch (like opsflow.capacity_samples including defaults)
+                   on commit drop"""
+            )
+            with conn.cursor().copy("copy capacity_batch (metric, ts, value) from stdin") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            # xmax = 0 tells a fresh insert from an update of an existing row.
+            written = conn.execute(
+                """insert into opsflow.capacity_samples select * from capacity_batch
+                   on conflict (metric, ts) do update set value = excluded.value
+                   where capacity_samples.value is distinct from excluded.value
+                   returning (xmax = 0)"""
+            ).fetchall()
+        inserted = sum(1 for (is_new,) in written if is_new)
+        return ImportCount(rows=len(rows), inserted=inserted, updated=len(written) - inserted)
+
+    def count_probe_results(self, service: str | None = None) -> int:
+        with self.connection() as conn:
+            if service is None:
+                row = conn.execute("select count(*) from opsflow.probe_results").fetchone()
+            else:
+                row = conn.execute(
+                    "select count(*) from opsflow.probe_results where service = %s", (service,)
+                ).fetchone()
+        return int(row[0]) if row else 0
+
+    def count_capacity_samples(self, metric: str | None = None) -> int:
+        with self.connection() as conn:
+            if metric is None:
+                row = conn.execute("select count(*) from opsflow.capacity_samples").fetchone()
+            else:
+                row = conn.execute(
+                    "select count(*) from opsflow.capacity_samples where metric = %s", (metric,)
+                ).fetchone()
+        return int(row[0]) if row else 0

@@ -1,0 +1,175 @@
+"""Hermetic test harness: real servers, started by the tests on loopback.
+
+- PostgreSQL: an embedded server for the session (or ``$OPSFLOW_TEST_PG_URL``),
+  and a fresh database per test (``pg_url``, ``store``);
+- S3: moto's threaded server reached over HTTP by boto3 (``s3_endpoint``);
+- SMTP: an aiosmtpd server that keeps what it receives (``smtp_server``);
+- Prefect: one session-scoped ``prefect_test_harness`` (``prefect_api``).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports Prefect: no telemetry (no network here), quiet logs.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from opsflow.embedded import EmbeddedPostgres, url_with_database
+from opsflow.store import OpsStore
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the developer's ./.opsflow or their config and store settings."""
+    monkeypatch.setenv("OPSFLOW_HOME", str(tmp_path / "opsflow-home"))
+    monkeypatch.delenv("OPSFLOW_CONFIG", raising=False)
+    monkeypatch.delenv("OPSFLOW_STORE_URL", raising=False)
+
+
+# -- PostgreSQL ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of the ``postgres`` database on the session's PostgreSQL server."""
+    external = os.environ.get("OPSFLOW_TEST_PG_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg") / "data", keep_running=False)
+    try:
+        yield server.url("postgres")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server_url: str) -> Iterator[str]:
+    """A fresh, empty database for this test; dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    try:
+        yield url_with_database(pg_server_url, name)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def store(pg_url: str) -> OpsStore:
+    """An ops store in a fresh database, migrated."""
+    ops_store = OpsStore(pg_url)
+    ops_store.migrate()
+    return ops_store
+
+
+# -- S3 -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 over real HTTP on a loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def s3_client(s3_endpoint: str, s3_credentials: None) -> Iterator[object]:
+    """A boto3 S3 client on the moto server; the server is reset after the test."""
+    import boto3
+    import httpx
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    try:
+        yield client
+    finally:
+        httpx.post(f"{s3_endpoint}/moto-api/reset")
+
+
+# -- SMTP -----------------------------------------------------------------------
+
+
+@dataclass
+class ReceivedMail:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    messages: list[ReceivedMail] = field(default_factory=list)
+
+
+@pytest.fixture(scope="session")
+def _smtp_session() -> Iterator[SmtpServer]:
+    from aiosmtpd.controller import Controller
+
+    server = SmtpServer(host="127.0.0.1", port=free_port())
+
+    class Keep:
+        async def handle_DATA(self, _server: object, _session: object, envelope: object) -> str:
+            server.messages.append(
+                ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)  # type: ignore[attr-defined]
+            )
+            return "250 OK"
+
+    controller = Controller(Keep(), hostname=server.host, port=server.port)
+    controller.start()
+    try:
+        yield server
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def smtp_server(_smtp_session: SmtpServer) -> SmtpServer:
+    """An SMTP server on loopback; ``messages`` holds what this test delivered."""
+    _smtp_session.messages.clear()
+    return _smtp_session
+
+
+# -- Prefect ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """One Prefect test server for the whole session (flows run against it)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,141 @@
+"""`opsflow probes import` and `opsflow capacity import`: validated, all-or-nothing, idempotent."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from opsflow.cli import run
+from opsflow.store import OpsStore
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def write_probe_csv(path: Path, rows: int, services: int = 3) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["service", "checked_at", "ok", "latency_ms", "status_code", "error"])
+        for index in range(rows):
+            ok = index % 97 != 0
+            writer.writerow(
+                [
+                    f"svc-{index % services}",
+                    (T0 + timedelta(seconds=60 * (index // services))).isoformat(),
+                    "true" if ok else "false",
+                    f"{10 + index % 50}.5" if ok else "",
+                    "200" if ok else "503",
+                    "" if ok else "HTTP 503",
+                ]
+            )
+    return path
+
+
+@pytest.fixture
+def store_env(store: OpsStore, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> OpsStore:
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    return store
+
+
+def test_import_of_130k_probe_rows_twice_leaves_the_same_rows(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_probe_csv(tmp_path / "probes.csv", 130_000)
+    assert run(["probes", "import", str(path)]) == 0
+    assert "130000 probe results read, 130000 new, 0 already stored" in capsys.readouterr().out
+    assert store_env.count_probe_results() == 130_000
+    assert run(["probes", "import", str(path)]) == 0
+    assert "0 new, 130000 already stored" in capsys.readouterr().out
+    assert store_env.count_probe_results() == 130_000
+
+
+def test_optional_columns_may_be_left_out(store_env: OpsStore, tmp_path: Path) -> None:
+    path = tmp_path / "minimal.csv"
+    path.write_text(
+        "service,checked_at,ok,latency_ms\napi,2026-11-01T00:00:00Z,true,12\napi,2026-11-01T00:01:00+01:00,false,\n"
+    )
+    assert run(["probes", "import", str(path)]) == 0
+    assert store_env.count_probe_results("api") == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("api,2026-11-01T00:05:00,true,12,200,", "4: checked_at: time '2026-11-01T00:05:00' has no UTC offset"),
+        ("api,yesterday,true,12,200,", "4: checked_at: expected an ISO 8601 time with offset, got 'yesterday'"),
+        ("api,2026-11-01T00:05:00Z,yes,12,200,", "4: ok: expected true or false, got 'yes'"),
+        ("api,2026-11-01T00:05:00Z,true,fast,200,", "4: latency_ms: expected a number, got 'fast'"),
+        ("api,2026-11-01T00:05:00Z,true,-3,200,", "4: latency_ms: latency must not be negative"),
+        ("api,2026-11-01T00:05:00Z,true,12,2000,", "4: status_code: expected an HTTP status code 100-599"),
+        (",2026-11-01T00:05:00Z,true,12,200,", "4: service: must not be empty"),
+        ("api,2026-11-01T00:05:00Z,true", "4: row has 3 fields, the header has 6"),
+        ("api,2026-11-01T00:00:00Z,false,,500,boom", "4: row repeats the key of line 2 with different values"),
+    ],
+)
+def test_a_file_with_one_bad_row_imports_nothing_and_names_the_line(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, expected: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(
+        "service,checked_at,ok,latency_ms,status_code,error\n"
+        "api,2026-11-01T00:00:00Z,true,12,200,\n"
+        "api,2026-11-01T00:01:00Z,true,13,200,\n"
+        f"{line}\n"
+        "api,2026-11-01T00:09:00Z,true,14,200,\n"
+    )
+    assert run(["probes", "import", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{path}:{expected}")
+    assert "Traceback" not in err
+    assert store_env.count_probe_results() == 0
+
+
+def test_header_problems_are_reported_together(store_env: OpsStore, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "header.csv"
+    path.write_text("service,when,ok\napi,2026-11-01T00:00:00Z,true\n")
+    assert run(["probes", "import", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:1: when: unknown column",
+        f"{path}:1: checked_at: required column is missing",
+        f"{path}:1: latency_ms: required column is missing",
+    ]
+
+
+def test_missing_file_and_unreachable_store_have_their_exit_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["probes", "import", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv: no such file" in capsys.readouterr().err
+    path = tmp_path / "ok.csv"
+    path.write_text("metric,ts,value\ndisk,2026-11-01T00:00:00Z,1\n")
+    monkeypatch.setenv("OPSFLOW_STORE_URL", f"postgresql://ops:s3cret@/opsflow?host={tmp_path}&port=9")
+    assert run(["capacity", "import", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert "ops store unreachable" in err
+    assert "s3cret" not in err
+
+
+def test_capacity_import_is_idempotent_and_takes_corrections(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cap.csv"
+    lines = [f"tickets-backlog,{(T0 + timedelta(days=d)).isoformat()},{100 + d}" for d in range(90)]
+    path.write_text("metric,ts,value\n" + "\n".join(lines) + "\n")
+    assert run(["capacity", "import", str(path)]) == 0
+    assert "90 samples read, 90 new, 0 updated, 0 already stored" in capsys.readouterr().out
+    assert run(["capacity", "import", str(path)]) == 0
+    assert "0 new, 0 updated, 90 already stored" in capsys.readouterr().out
+    path.write_text("metric,ts,value\n" + "\n".join([*lines[:-1], lines[-1].rsplit(",", 1)[0] + ",999"]) + "\n")
+    assert run(["capacity", "import", str(path)]) == 0
+    assert "0 new, 1 updated, 89 already stored" in capsys.readouterr().out
+    assert store_env.count_capacity_samples("tickets-backlog") == 90
+
+
+def test_bad_capacity_value_imports_nothing(store_env: OpsStore, tmp_path: Path, capsys) -> None:
+    path = tmp_path / "cap.csv"
+    path.write_text("metric,ts,value\ndisk,2026-11-01T00:00:00Z,1\ndisk,2026-11-01T01:00:00Z,lots\n")
+    assert run(["capacity", "import", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"{path}:3: value: expected a number, got 'lots'"
+    assert store_env.count_capacity_samples() == 0
