@@ -27,6 +27,7 @@ from psycopg import sql
 
 from opsflow.embedded import EmbeddedPostgres, url_with_database
 from opsflow.store import OpsStore
+from tests.receiver import HttpReceiver
 
 
 def free_port() -> int:
@@ -173,3 +174,13 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# -- HTTP -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    """A loopback HTTP server recording every request (webhooks, Slack, PagerDuty...)."""
+    with HttpReceiver() as server:
+        yield server
