@@ -82,6 +82,19 @@ def cmd_capacity_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_automations_apply(args: argparse.Namespace) -> int:
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.automations import apply_automations
+
+    config = load_config(default_config_path(args.config, os.environ))
+    if not PREFECT_API_URL.value():
+        # Without it Prefect would start a throwaway server, and the automations would vanish with it.
+        raise UsageError("PREFECT_API_URL is not set: point it at the Prefect server to configure")
+    print(apply_automations(config).summary())
+    return EXIT_OK
+
+
 def _existing_file(name: str) -> Path:
     path = Path(name)
     if not path.is_file():
@@ -125,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     capacity_import.add_argument("file", metavar="FILE.csv")
     _add_config_option(capacity_import)
     capacity_import.set_defaults(handler=cmd_capacity_import)
+
+    automations = commands.add_parser(
+        "automations", help="Prefect automations that alert on failed, crashed, late runs"
+    )
+    automations_actions = automations.add_subparsers(dest="action", required=True, metavar="ACTION")
+    automations_apply = automations_actions.add_parser(
+        "apply", help="create or update the notification blocks and automations on $PREFECT_API_URL"
+    )
+    _add_config_option(automations_apply)
+    automations_apply.set_defaults(handler=cmd_automations_apply)
 
     return parser
 

@@ -56,6 +56,7 @@ from pydantic import (
     model_validator,
 )
 
+from opsflow.redact import register_secret
 from opsflow.units import (
     format_duration,
     format_size,
@@ -906,23 +907,30 @@ def _by_name(items: list[_Item], key: str, name: str, label: str) -> _Item:
 def resolve_secret(value: SecretValue | None) -> str | None:
     """The plain value of a credential: strings pass through, ``{secret: NAME}``
     loads the Prefect ``Secret`` block NAME (needs a Prefect API). Never call
-    this at deploy or check time."""
+    this at deploy or check time. Either way the value is registered with
+    :mod:`opsflow.redact`, so it is masked in every log line from then on."""
     if value is None or isinstance(value, str):
+        register_secret(value)
         return value
     from prefect.blocks.system import Secret  # lazy: loading a config must not import prefect
 
     block = Secret.load(value.secret, _sync=True)  # type: ignore[call-arg]
-    return _secret_text(block)
+    text = _secret_text(block)
+    register_secret(text)
+    return text
 
 
 async def aresolve_secret(value: SecretValue | None) -> str | None:
     """``resolve_secret`` for async code."""
     if value is None or isinstance(value, str):
+        register_secret(value)
         return value
     from prefect.blocks.system import Secret
 
     block = await Secret.aload(value.secret)
-    return _secret_text(block)
+    text = _secret_text(block)
+    register_secret(text)
+    return text
 
 
 def _secret_text(block: Any) -> str:
@@ -931,9 +939,21 @@ def _secret_text(block: Any) -> str:
     return raw if isinstance(raw, str) else json.dumps(raw)
 
 
+_CREDENTIAL_HEADER = re.compile(r"authorization|token|secret|key|cookie|password", re.IGNORECASE)
+
+
 def resolve_headers(headers: Mapping[str, SecretValue]) -> dict[str, str]:
-    """HTTP headers with secret values resolved (``Authorization: {secret: api-token}``)."""
-    return {name: resolve_secret(value) or "" for name, value in headers.items()}
+    """HTTP headers with secret values resolved (``Authorization: {secret: api-token}``).
+
+    Values from secret blocks and of credential-looking headers are registered
+    for redaction; an ordinary ``Accept: application/json`` is not."""
+    resolved: dict[str, str] = {}
+    for name, value in headers.items():
+        if isinstance(value, str) and not _CREDENTIAL_HEADER.search(name):
+            resolved[name] = value
+        else:
+            resolved[name] = resolve_secret(value) or ""
+    return resolved
 
 
 # --------------------------------------------------------------------------- loading

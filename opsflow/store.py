@@ -28,9 +28,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg.rows import dict_row
 
 from opsflow.errors import StoreUnavailable
 from opsflow.history_csv import CapacityRow, ProbeRow
@@ -234,6 +235,38 @@ class OpsStore:
             ).fetchall()
         inserted = sum(1 for (is_new,) in written if is_new)
         return ImportCount(rows=len(rows), inserted=inserted, updated=len(written) - inserted)
+
+    # -- alerts -------------------------------------------------------------------
+
+    def alert_states(self, routine: str) -> list[dict[str, Any]]:
+        """Every item's alert state for ``routine`` as column dicts (see ``tasks.alert_rules.AlertState``)."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                """select routine, item, status, is_open, opened_at, paged, last_paged_at
+                   from opsflow.alert_state where routine = %s""",
+                (routine,),
+            ).fetchall()
+
+    def save_alert_outcome(self, states: Sequence[Mapping[str, Any]], deliveries: Sequence[Mapping[str, Any]]) -> None:
+        """Store new alert states and the delivery log in one transaction."""
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                """insert into opsflow.alert_state
+                       (routine, item, status, is_open, opened_at, paged, last_paged_at, updated_at)
+                   values (%(routine)s, %(item)s, %(status)s, %(is_open)s, %(opened_at)s, %(paged)s,
+                           %(last_paged_at)s, now())
+                   on conflict (routine, item) do update set
+                       status = excluded.status, is_open = excluded.is_open, opened_at = excluded.opened_at,
+                       paged = excluded.paged, last_paged_at = excluded.last_paged_at, updated_at = now()""",
+                states,
+            )
+            cur.executemany(
+                """insert into opsflow.alert_deliveries
+                       (routine, item, kind, channel, delivered, error, as_of, flow_run_id)
+                   values (%(routine)s, %(item)s, %(kind)s, %(channel)s, %(delivered)s, %(error)s,
+                           %(as_of)s, %(flow_run_id)s)""",
+                deliveries,
+            )
 
     def count_probe_results(self, service: str | None = None) -> int:
         with self.connection() as conn:

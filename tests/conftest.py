@@ -16,6 +16,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,13 +49,15 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """URL of the ``postgres`` database on the session's PostgreSQL server."""
     external = os.environ.get("OPSFLOW_TEST_PG_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres.start(tmp_path_factory.mktemp("pg") / "data", keep_running=False)
+    # Not under pytest's basetemp: a concurrent pytest run prunes old numbered
+    # basetemps, and deleting a live data directory kills the server.
+    server = EmbeddedPostgres.start(Path(tempfile.mkdtemp(prefix="opsflow-test-pg-")) / "data", keep_running=False)
     try:
         yield server.url("postgres")
     finally:

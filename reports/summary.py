@@ -1,0 +1,77 @@
+"""Any routine's result as the markdown summary and the table shown in the Prefect UI.
+
+Pure rendering: it is given a result (and what the alerts did) and returns text
+and rows; ``tasks/artifacts.py`` publishes them.
+
+>>> print(summary_markdown(result, deliveries=[]))     # doctest: +SKIP
+# backup-verification: FAIL
+...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from opsflow.redact import redact
+from opsflow.results import RoutineResult, format_instant
+
+_BADGE = {"ok": "✅ ok", "warn": "⚠️ warn", "fail": "❌ fail", "error": "🛑 error"}
+
+
+class DeliveryLike(Protocol):
+    """What the summary needs of an alert delivery (``tasks.notify.Delivery``)."""
+
+    channel: str
+    delivered: bool
+    error: str | None
+
+    @property
+    def alert(self) -> Any: ...
+
+
+def _cell(value: object) -> str:
+    text = "" if value is None else str(value)
+    return redact(text).replace("|", "\\|").replace("\n", " ")
+
+
+def summary_markdown(result: RoutineResult, deliveries: Sequence[DeliveryLike] = ()) -> str:
+    """Headline, counts, every check that is not ok, then every alert delivery and its outcome."""
+    counts = result.summary
+    lines = [
+        f"# {result.routine}: {result.status.upper()}",
+        "",
+        f"As of {format_instant(result.as_of)} · {len(result.items)} items: {counts.ok} ok, {counts.warn} warn, "
+        f"{counts.fail} fail, {counts.error} error",
+        "",
+    ]
+    findings = [(item.name, check) for item in result.items for check in item.checks if check.status != "ok"]
+    if findings:
+        lines += ["## Findings", "", "| item | check | status | detail |", "|---|---|---|---|"]
+        lines += [f"| {_cell(n)} | {_cell(c.check)} | {_BADGE[c.status]} | {_cell(c.detail)} |" for n, c in findings]
+    else:
+        lines.append("Every check passed.")
+    if deliveries:
+        lines += ["", "## Alerts", "", "| item | alert | channel | delivered | error |", "|---|---|---|---|---|"]
+        lines += [
+            f"| {_cell(d.alert.item)} | {d.alert.kind} | {d.channel} | {'yes' if d.delivered else '**no**'} "
+            f"| {_cell(d.error)} |"
+            for d in deliveries
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def checks_table(result: RoutineResult) -> list[dict[str, Any]]:
+    """One row per check of every item: the table artifact."""
+    return [
+        {
+            "item": item.name,
+            "check": check.check,
+            "status": check.status,
+            "detail": redact(check.detail),
+            "observed": check.observed,
+            "expected": check.expected,
+        }
+        for item in result.items
+        for check in item.checks
+    ]
