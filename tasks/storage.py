@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -135,7 +135,7 @@ class FilesystemBackupStorage:
         return StoredObject(
             key=key,
             size=size,
-            written_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+            written_at=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
             etag=f"{stat.st_mtime_ns}-{size}",
             is_directory=path.is_dir(),
         )
@@ -220,7 +220,7 @@ class S3BackupStorage:
                         StoredObject(
                             key=entry["Key"][strip:],
                             size=int(entry["Size"]),
-                            written_at=entry["LastModified"].astimezone(timezone.utc),
+                            written_at=entry["LastModified"].astimezone(UTC),
                             etag=str(entry.get("ETag", "")).strip('"') or None,
                         )
                     )
@@ -239,7 +239,7 @@ class S3BackupStorage:
         return StoredObject(
             key=key,
             size=int(meta["ContentLength"]),
-            written_at=meta["LastModified"].astimezone(timezone.utc),
+            written_at=meta["LastModified"].astimezone(UTC),
             etag=str(meta.get("ETag", "")).strip('"') or None,
             sha256=base64.b64decode(checksum).hex() if full_object else None,
             encryption=meta.get("ServerSideEncryption"),
