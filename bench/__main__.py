@@ -20,6 +20,7 @@ from bench.common import BenchResult
 BENCHMARKS: dict[str, str] = {
     "startup": "bench.startup",
     "history-import": "bench.history_import",
+    "checksum": "bench.checksum",
 }
 
 

@@ -18,7 +18,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from opsflow.config import Config, ConfigError, default_config_path, load_config
 from opsflow.errors import RoutineIncomplete, UsageError
@@ -82,6 +84,51 @@ def cmd_capacity_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def parse_as_of(text: str | None, config: Config) -> datetime | None:
+    """``--as-of``: ISO 8601; a time without offset, or a date, is read in the config's timezone."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--as-of: expected an ISO 8601 time like 2026-11-22T06:00:00Z, got {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=config.tzinfo)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config_from(args)  # a bad config is refused before anything runs
+    as_of = parse_as_of(args.as_of, config)
+    path = default_config_path(args.config, os.environ)
+    config_path = str(path.resolve()) if path.exists() else None
+    from flows.registry import load_routine
+
+    state = load_routine(args.routine)(as_of=as_of, config_path=config_path, return_state=True)
+    return report_routine(args.routine, state, as_json=args.json)
+
+
+def report_routine(routine: str, state: Any, as_json: bool) -> int:
+    """Print a finished flow run's result (one JSON document with ``--json``) and return the exit code."""
+    from opsflow.results import RoutineResult
+
+    outcome = state.result(raise_on_failure=False)
+    if not isinstance(outcome, RoutineResult):
+        from opsflow.redact import redact
+
+        reason = str(outcome) if isinstance(outcome, BaseException) else (state.message or state.name)
+        print(f"opsflow: {routine} could not complete: {redact(reason)}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if as_json:
+        print(outcome.to_json())
+    else:
+        print(f"{routine}: {outcome.status.upper()} as of {outcome.as_of.isoformat()} (flow run {outcome.flow_run_id})")
+        for item in outcome.items:
+            problems = [c for c in item.checks if c.status != "ok"]
+            print(f"  {item.status:5}  {item.name}")
+            for check in problems:
+                print(f"         {check.status:5}  {check.check}: {check.detail}")
+    return outcome.exit_code
+
+
 def cmd_automations_apply(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
@@ -139,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(capacity_import)
     capacity_import.set_defaults(handler=cmd_capacity_import)
 
+    from flows.registry import ROUTINES
+
+    run_routine = commands.add_parser("run", help="run one routine now, as a Prefect flow run")
+    run_routine.add_argument("routine", choices=sorted(ROUTINES), metavar="ROUTINE", help=", ".join(sorted(ROUTINES)))
+    run_routine.add_argument("--as-of", metavar="TIME", help="ISO 8601 instant to treat as now (past or future)")
+    run_routine.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    _add_config_option(run_routine)
+    run_routine.set_defaults(handler=cmd_run)
+
     automations = commands.add_parser(
         "automations", help="Prefect automations that alert on failed, crashed, late runs"
     )
@@ -154,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, run the command, and return its exit code (never raises for expected failures)."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO, libraries' chatter (every HTTP request) only from WARNING; all on stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("opsflow", "flows", "tasks", "deployments"):
+        logging.getLogger(name).setLevel(logging.INFO)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from opsflow.errors import StoreUnavailable
 from opsflow.history_csv import CapacityRow, ProbeRow
@@ -266,6 +267,33 @@ class OpsStore:
                    values (%(routine)s, %(item)s, %(kind)s, %(channel)s, %(delivered)s, %(error)s,
                            %(as_of)s, %(flow_run_id)s)""",
                 deliveries,
+            )
+
+    # -- backup verification ledger ----------------------------------------------
+
+    def latest_verifications(self, backup_set: str) -> dict[str, dict[str, Any]]:
+        """The newest verification of each object of ``backup_set``, by key."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                """select distinct on (key) key, size, etag, sha256, written_at, verified_at, outcome, checks
+                   from opsflow.backup_verifications where backup_set = %s
+                   order by key, verified_at desc""",
+                (backup_set,),
+            ).fetchall()
+        return {row["key"]: row for row in rows}
+
+    def record_verifications(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append verifications to the ledger (``backup_set, storage, key, size, etag, sha256, written_at,
+        as_of, outcome, checks, flow_run_id``)."""
+        if not rows:
+            return
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                """insert into opsflow.backup_verifications
+                       (backup_set, storage, key, size, etag, sha256, written_at, as_of, outcome, checks, flow_run_id)
+                   values (%(backup_set)s, %(storage)s, %(key)s, %(size)s, %(etag)s, %(sha256)s, %(written_at)s,
+                           %(as_of)s, %(outcome)s, %(checks)s, %(flow_run_id)s)""",
+                [{**row, "checks": Jsonb(row["checks"])} for row in rows],
             )
 
     def count_probe_results(self, service: str | None = None) -> int:

@@ -186,8 +186,13 @@ def flow_run_url(ui_url: str | None, flow_run_id: str | None) -> str | None:
     return f"{ui_url.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-_EMOJI = {"trigger": ":red_circle:", "page": ":red_circle:", "resolve": ":large_green_circle:",
-          "warn": ":large_yellow_circle:", "clear": ":white_check_mark:"}  # fmt: skip
+_EMOJI = {
+    "trigger": ":red_circle:",
+    "page": ":red_circle:",
+    "resolve": ":large_green_circle:",
+    "warn": ":large_yellow_circle:",
+    "clear": ":white_check_mark:",
+}
 
 
 def slack_payload(alert: Alert, ui_url: str | None, channel: str | None = None) -> dict[str, object]:

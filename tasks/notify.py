@@ -179,10 +179,18 @@ def load_alert_states(store: OpsStore, routine: str) -> dict[str, AlertState]:
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="alert-state-save[{result.routine}]")
 def save_alert_outcome(store: OpsStore, result: RoutineResult, states: list[AlertState], report: AlertReport) -> None:
     deliveries = [
-        {"routine": d.alert.routine, "item": d.alert.item, "kind": d.alert.kind, "channel": d.channel,
-         "delivered": d.delivered, "error": d.error, "as_of": d.alert.as_of, "flow_run_id": d.alert.flow_run_id}
+        {
+            "routine": d.alert.routine,
+            "item": d.alert.item,
+            "kind": d.alert.kind,
+            "channel": d.channel,
+            "delivered": d.delivered,
+            "error": d.error,
+            "as_of": d.alert.as_of,
+            "flow_run_id": d.alert.flow_run_id,
+        }
         for d in report.deliveries
-    ]  # fmt: skip
+    ]
     store.save_alert_outcome([asdict(state) for state in states], deliveries)
 
 
@@ -222,8 +230,9 @@ def send_alerts(result: RoutineResult, config: Config, store: OpsStore) -> Alert
             deliveries.append(Delivery(alert, channel, delivered=True))
         else:
             error = redact(_failure_reason(state))
-            log.warning("alert %s for %s/%s not delivered to %s: %s", alert.kind, alert.routine, alert.item,
-                        channel, error)  # fmt: skip
+            log.warning(
+                "alert %s for %s/%s not delivered to %s: %s", alert.kind, alert.routine, alert.item, channel, error
+            )
             deliveries.append(Delivery(alert, channel, delivered=False, error=error))
     report = AlertReport(alerts=alerts, deliveries=deliveries)
     failed_pages = {d.alert.item for d in report.failed if d.channel == "pagerduty"}

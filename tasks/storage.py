@@ -30,10 +30,20 @@ from tasks.retry import PermanentFailure, TransientFailure
 CHUNK_BYTES = 1 << 20
 # A directory holding this file is one pg_dump directory-format backup.
 DIRECTORY_DUMP_MARKER = "toc.dat"
-_PERMANENT_S3_CODES = frozenset({
-    "AccessDenied", "AllAccessDisabled", "NoSuchBucket", "NoSuchKey", "InvalidAccessKeyId",
-    "SignatureDoesNotMatch", "InvalidBucketName", "AuthorizationHeaderMalformed", "404", "403",
-})  # fmt: skip
+_PERMANENT_S3_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+        "AuthorizationHeaderMalformed",
+        "404",
+        "403",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class FilesystemBackupStorage:
     def list(self, prefix: str) -> list[StoredObject]:
         if not self.root.is_dir():
             raise PermanentFailure(f"storage directory {self.root} does not exist")
+        self._path(prefix)  # refuses a prefix leaving the storage directory ("../", "/etc/")
         # "postgres/orders/" lists a directory; "orders-" matches names beginning with it.
         directory = self.root / prefix if prefix.endswith("/") or not prefix else (self.root / prefix).parent
         name_prefix = "" if prefix.endswith("/") or not prefix else Path(prefix).name
@@ -149,10 +160,13 @@ class FilesystemBackupStorage:
     @contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:
         try:
-            with self._path(key).open("rb") as stream:
-                yield stream
+            stream = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise PermanentFailure(f"{key}: no such file") from None
         except PermissionError:
             raise PermanentFailure(f"{key}: permission denied") from None
+        with stream:
+            yield stream
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -201,8 +215,16 @@ class S3BackupStorage:
                 region_name=self.settings.region,
                 aws_access_key_id=resolve_secret(self.settings.access_key_id),
                 aws_secret_access_key=resolve_secret(self.settings.secret_access_key),
-                # One attempt: Prefect's task retries are the one retry policy, visible in the UI.
-                config=BotoConfig(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=10, read_timeout=60),
+                # One attempt: Prefect's task retries are the one retry policy, visible in the UI. (botocore's
+                # ``max_attempts`` counts retries, not attempts: 1 would mean two requests.)
+                # Checksums are compared by the `checksum` check itself, so a mismatch is a finding
+                # with a detail, not a download error raised half-way through the stream.
+                config=BotoConfig(
+                    retries={"total_max_attempts": 1, "mode": "standard"},
+                    connect_timeout=10,
+                    read_timeout=60,
+                    response_checksum_validation="when_required",
+                ),
             )
         return self._client
 

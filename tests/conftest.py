@@ -2,7 +2,8 @@
 
 - PostgreSQL: an embedded server for the session (or ``$OPSFLOW_TEST_PG_URL``),
   and a fresh database per test (``pg_url``, ``store``);
-- S3: moto's threaded server reached over HTTP by boto3 (``s3_endpoint``);
+- S3: moto's S3 reached over HTTP by boto3 (``s3_endpoint``), with a request log and
+  fault injection (``s3_server``);
 - SMTP: an aiosmtpd server that keeps what it receives (``smtp_server``);
 - Prefect: one session-scoped ``prefect_test_harness`` (``prefect_api``).
 """
@@ -29,6 +30,7 @@ from psycopg import sql
 from opsflow.embedded import EmbeddedPostgres, url_with_database
 from opsflow.store import OpsStore
 from tests.receiver import HttpReceiver
+from tests.s3_server import S3Server
 
 
 def free_port() -> int:
@@ -89,17 +91,17 @@ def store(pg_url: str) -> OpsStore:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 over real HTTP on a loopback port."""
-    from moto.server import ThreadedMotoServer
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 over real HTTP on a loopback port, with a request log and fault injection
+    (``requests_matching``, ``deny``, ``throttle``: see tests/s3_server.py)."""
+    with S3Server() as server:
+        yield server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: S3Server) -> str:
+    """The S3 endpoint URL, e.g. ``http://127.0.0.1:40123`` (path-style addressing)."""
+    return s3_server.url
 
 
 @pytest.fixture
@@ -110,16 +112,17 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def s3_client(s3_endpoint: str, s3_credentials: None) -> Iterator[object]:
-    """A boto3 S3 client on the moto server; the server is reset after the test."""
+def s3_client(s3_server: S3Server, s3_credentials: None) -> Iterator[object]:
+    """A boto3 S3 client on the moto server; afterwards the server forgets every bucket,
+    its request log and its faults."""
     import boto3
-    import httpx
 
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_server.url, region_name="us-east-1")
     try:
         yield client
     finally:
-        httpx.post(f"{s3_endpoint}/moto-api/reset")
+        client.close()
+        s3_server.reset()
 
 
 # -- SMTP -----------------------------------------------------------------------

@@ -138,5 +138,6 @@ def test_slack_and_webhook_payloads_name_routine_item_check_and_link() -> None:
     assert "<http://ui:4200/runs/flow-run/7c0d6b0e-3f1e-4d7e-9a61-2b8d9f0e1a11|flow run>" in text
     hook = webhook_payload(alerts[0], None)
     assert hook["event"] == "trigger" and hook["status"] == "fail" and hook["flow_run_url"] is None
-    assert hook["checks"] == [{"check": "fresh", "status": "fail", "detail": "fresh is fail", "observed": None,
-                               "expected": None}]  # fmt: skip
+    assert hook["checks"] == [
+        {"check": "fresh", "status": "fail", "detail": "fresh is fail", "observed": None, "expected": None}
+    ]

@@ -93,8 +93,11 @@ def test_trigger_once_then_resolve_on_every_channel(
 
     first = alert_run(finding("fail"), config, store)
     assert [(d.channel, d.delivered) for d in first.deliveries] == [
-        ("slack", True), ("pagerduty", True), ("webhook", True), ("email", True)
-    ]  # fmt: skip
+        ("slack", True),
+        ("pagerduty", True),
+        ("webhook", True),
+        ("email", True),
+    ]
     trigger = receiver.to("/v2/enqueue")[0].json()
     assert trigger["event_action"] == "trigger"
     assert trigger["routing_key"] == ROUTING_KEY
@@ -118,16 +121,25 @@ def test_trigger_once_then_resolve_on_every_channel(
     recovered = alert_run(finding("ok", T0 + timedelta(hours=2)), config, store)
     assert {d.channel for d in recovered.deliveries if d.delivered} == {"slack", "pagerduty", "webhook", "email"}
     resolve = receiver.to("/v2/enqueue")[1].json()
-    assert resolve == {"routing_key": ROUTING_KEY, "event_action": "resolve",
-                       "dedup_key": "opsflow/backup-verification/orders-db"}  # fmt: skip
+    assert resolve == {
+        "routing_key": ROUTING_KEY,
+        "event_action": "resolve",
+        "dedup_key": "opsflow/backup-verification/orders-db",
+    }
     assert len(smtp_server.messages) == 2
 
     with psycopg.connect(store._url) as conn:
         logged = conn.execute("select kind, channel, delivered from opsflow.alert_deliveries order by id").fetchall()
     assert [(k, c) for k, c, _ in logged] == [
-        ("trigger", "slack"), ("trigger", "pagerduty"), ("trigger", "webhook"), ("trigger", "email"),
-        ("resolve", "slack"), ("resolve", "pagerduty"), ("resolve", "webhook"), ("resolve", "email"),
-    ]  # fmt: skip
+        ("trigger", "slack"),
+        ("trigger", "pagerduty"),
+        ("trigger", "webhook"),
+        ("trigger", "email"),
+        ("resolve", "slack"),
+        ("resolve", "pagerduty"),
+        ("resolve", "webhook"),
+        ("resolve", "email"),
+    ]
 
 
 def test_warnings_go_to_slack_and_webhook_only(prefect_api: None, store: OpsStore, receiver: HttpReceiver) -> None:

@@ -1,0 +1,20 @@
+"""Every routine's flow by its name, imported only when asked for (the CLI stays light).
+
+>>> load_routine("backup-verification")    # doctest: +SKIP
+<prefect.flows.Flow object ...>
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# ROUTINE name -> "module:flow function"
+ROUTINES: dict[str, str] = {
+    "backup-verification": "flows.backup_verification:backup_verification",
+}
+
+
+def load_routine(name: str) -> Any:
+    module, attribute = ROUTINES[name].split(":")
+    return getattr(importlib.import_module(module), attribute)

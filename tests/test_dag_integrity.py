@@ -1,0 +1,72 @@
+"""Every deployment in prefect.yaml imports, is the routine it claims, and runs on a valid schedule;
+every I/O task carries the one retry policy (SPEC §7)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import yaml
+from prefect import Flow, Task
+
+import tasks
+from flows.registry import ROUTINES
+from tasks.retry import retry_unless_permanent
+
+PROJECT = Path(__file__).resolve().parent.parent
+DEPLOYMENTS = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+# Tasks deliberately without retries: retrying cannot fix a bad config.
+NOT_RETRIED = {"load_routine_config"}
+
+
+def test_there_are_deployments() -> None:
+    assert len(DEPLOYMENTS) >= 1
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: f"{d['entrypoint']}/{d['name']}")
+def test_deployment_entrypoint_imports_a_named_flow_with_a_valid_schedule(deployment: dict) -> None:
+    path, attribute = deployment["entrypoint"].split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    flow = getattr(module, attribute)
+    assert isinstance(flow, Flow)
+    assert flow.name in ROUTINES or flow.name == "dr-drill"
+    assert module.__doc__ and "Schedule" in module.__doc__, "a flow module's docstring says its schedule"
+    assert deployment["work_pool"]["name"] == "opsflow"
+    from prefect.client.schemas.schedules import CronSchedule
+
+    for schedule in deployment.get("schedules", []):
+        assert "cron" in schedule or "interval" in schedule
+        ZoneInfo(schedule["timezone"])
+        if "cron" in schedule:
+            CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises on a bad expression
+
+
+def test_every_routine_has_a_deployment() -> None:
+    deployed = {d["entrypoint"] for d in DEPLOYMENTS}
+    for target in ROUTINES.values():
+        module, attribute = target.split(":")
+        assert f"{module.replace('.', '/')}.py:{attribute}" in deployed
+
+
+def _all_tasks() -> list[tuple[str, Task]]:
+    found = []
+    for info in pkgutil.iter_modules(tasks.__path__):
+        module = importlib.import_module(f"tasks.{info.name}")
+        found += [(name, obj) for name, obj in inspect.getmembers(module) if isinstance(obj, Task)]
+    return found
+
+
+@pytest.mark.parametrize(("name", "task"), _all_tasks(), ids=lambda v: v if isinstance(v, str) else "")
+def test_io_tasks_retry_with_exponential_backoff_jitter_and_a_condition(name: str, task: Task) -> None:
+    if name in NOT_RETRIED:
+        assert task.retries == 0
+        return
+    assert task.retries >= 3
+    delays = task.retry_delay_seconds
+    assert isinstance(delays, list) and delays[0] <= 2 and delays == sorted(delays) and delays[-1] > delays[0]
+    assert task.retry_jitter_factor and task.retry_jitter_factor > 0
+    assert task.retry_condition_fn is retry_unless_permanent
