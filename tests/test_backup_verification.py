@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import json
 import tarfile
 from collections.abc import Callable
@@ -492,3 +494,38 @@ def test_second_run_over_an_unchanged_set_downloads_nothing(
     s3_server.clear()
     verify_backup_set(backup, s3_settings(s3_server), NOW + DAY, store.latest_verifications("orders-db"))
     assert [r.key for r in s3_server.downloads("prod-backups")] == ["postgres/orders/orders-new.dump"]
+
+
+def s3_replace_newest(s3_client: Any, s3_server: S3Server, key: str, data: bytes, sidecar: bytes | None) -> None:
+    """The newest object replaced by ``data``; S3 keeps the SHA-256 of ``sidecar`` (None: no checksum at all)."""
+    extra: dict[str, str] = {} if sidecar is None else {"ChecksumAlgorithm": "SHA256"}
+    s3_client.put_object(Bucket="prod-backups", Key=key, Body=data, ServerSideEncryption="AES256", **extra)
+    if sidecar is not None and sidecar != data:
+        stored = s3_server._backend().get_object("prod-backups", key)
+        stored.checksum_value = base64.b64encode(hashlib.sha256(sidecar).digest()).decode()
+    s3_server.set_last_modified("prod-backups", key, NOW.replace(hour=2))
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_planted_fault_fails_exactly_the_right_checks_on_s3(
+    s3_client: Any, s3_server: S3Server, dumps: dict[str, bytes], fault: str
+) -> None:
+    make, expected = FAULTS[fault]
+    data, checksum_of = make(dumps)
+    keys = s3_series(s3_client, s3_server, dumps)
+    s3_replace_newest(s3_client, s3_server, keys[-1], data, checksum_of)
+    assert statuses(verify_s3(s3_server)) == {**HEALTHY, **expected}
+
+
+def test_a_throttled_bucket_is_retried_by_prefect_and_the_run_succeeds(
+    prefect_api: None, s3_client: Any, s3_server: S3Server, dumps: dict[str, bytes], store: OpsStore
+) -> None:
+    from tasks.backups import verify_backup_set_task
+
+    s3_series(s3_client, s3_server, dumps, days=2)
+    s3_server.clear()
+    s3_server.throttle("prod-backups", times=2)  # SlowDown twice, then served
+    backup = backup_set(storage="s3main", prefix="postgres/orders/", retention=Retention(min_count=1))
+    item = verify_backup_set_task(backup, s3_settings(s3_server), NOW, store, None)
+    assert item.status == "ok"
+    assert len(s3_server.requests_matching(operation="ListObjectsV2")) == 3  # two refused attempts, one served
