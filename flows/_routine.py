@@ -54,10 +54,21 @@ def item_from(name: str, future: PrefectFuture[Any], check: str) -> Item:
     )
 
 
-def finish(result: RoutineResult, config: Config, store: OpsStore, key: str, scope: str = "") -> State[Any]:
-    """Record, alert, publish; end Failed (carrying the result) when an item is ``fail`` or ``error``."""
+def finish(
+    result: RoutineResult,
+    config: Config,
+    store: OpsStore,
+    key: str,
+    scope: str = "",
+    alert_on: RoutineResult | None = None,
+) -> State[Any]:
+    """Record, alert, publish; end Failed (carrying the result) when an item is ``fail`` or ``error``.
+
+    ``alert_on`` is the view alerts are decided on, when it is not the result itself
+    (the uptime probe pages on incidents, not on every failed probe).
+    """
     save_result(store, result, scope)
-    report = send_alerts(result, config, store)
+    report = send_alerts(alert_on or result, config, store)
     publish_result(result, key=key, deliveries=report.deliveries)
     if result.exit_code:
         bad = result.summary.fail + result.summary.error

@@ -12,6 +12,7 @@ from typing import Any
 # ROUTINE name -> "module:flow function"
 ROUTINES: dict[str, str] = {
     "backup-verification": "flows.backup_verification:backup_verification",
+    "uptime-probe": "flows.uptime_probe:uptime_probe",
 }
 
 

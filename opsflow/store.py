@@ -296,6 +296,61 @@ class OpsStore:
                 [{**row, "checks": Jsonb(row["checks"])} for row in rows],
             )
 
+    # -- uptime incidents ---------------------------------------------------------
+
+    def probe_states(self) -> dict[str, dict[str, Any]]:
+        """Each service's failure run and open incident: ``consecutive_failures, first_failure_at,
+        incident_opened_at`` by service."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                """select coalesce(s.service, i.service) as service,
+                          coalesce(s.consecutive_failures, 0) as consecutive_failures,
+                          s.first_failure_at, i.opened_at as incident_opened_at
+                   from opsflow.probe_state s
+                   full join (select service, opened_at from opsflow.incidents where closed_at is null) i
+                          on i.service = s.service"""
+            ).fetchall()
+        return {row["service"]: row for row in rows}
+
+    def save_probe_states(
+        self,
+        states: Sequence[Mapping[str, Any]],
+        opened: Sequence[Mapping[str, Any]],
+        closed: Sequence[Mapping[str, Any]],
+    ) -> None:
+        """Store failure runs, open new incidents and close recovered ones, in one transaction.
+
+        ``states``: ``service, consecutive_failures, first_failure_at, last_checked_at``;
+        ``opened``: ``service, opened_at, last_error``; ``closed``: ``service, closed_at``.
+        """
+        with self.connection() as conn, conn.cursor() as cur:
+            cur.executemany(
+                """insert into opsflow.probe_state (service, consecutive_failures, first_failure_at, last_checked_at)
+                   values (%(service)s, %(consecutive_failures)s, %(first_failure_at)s, %(last_checked_at)s)
+                   on conflict (service) do update set consecutive_failures = excluded.consecutive_failures,
+                       first_failure_at = excluded.first_failure_at, last_checked_at = excluded.last_checked_at""",
+                states,
+            )
+            cur.executemany(
+                """update opsflow.incidents set closed_at = %(closed_at)s
+                   where service = %(service)s and closed_at is null""",
+                closed,
+            )
+            cur.executemany(
+                """insert into opsflow.incidents (service, opened_at, last_error)
+                   values (%(service)s, %(opened_at)s, %(last_error)s) on conflict do nothing""",
+                opened,
+            )
+
+    def incidents(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Incidents, oldest first: ``service, opened_at, closed_at, last_error``."""
+        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                """select service, opened_at, closed_at, last_error from opsflow.incidents
+                   where %(service)s::text is null or service = %(service)s order by opened_at""",
+                {"service": service},
+            ).fetchall()
+
     def count_probe_results(self, service: str | None = None) -> int:
         with self.connection() as conn:
             if service is None:

@@ -19,8 +19,9 @@ from tasks.retry import retry_unless_permanent
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
-# Tasks deliberately without retries: retrying cannot fix a bad config.
-NOT_RETRIED = {"load_routine_config"}
+# Tasks deliberately without retries: retrying cannot fix a bad config; a probe's result is a
+# measurement (a failed probe is data, not an error); spooling is the local fallback of a failed write.
+NOT_RETRIED = {"load_routine_config", "probe_services", "spool_probe_results"}
 
 
 def test_there_are_deployments() -> None:

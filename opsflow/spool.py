@@ -1,0 +1,66 @@
+"""A local spool for probe results the ops store could not take (SPEC §7: never lost).
+
+Rows are appended as JSON lines and fsync'd; the next run writes the spool
+first and empties it only after the store has committed. Writing is idempotent
+(keyed by service and instant), so a spool replayed twice writes nothing twice.
+
+>>> spool = ProbeSpool(home_dir() / "spool" / "probes.jsonl")     # doctest: +SKIP
+>>> spool.append(rows)                                            # doctest: +SKIP
+>>> with spool.pending() as spooled:                                # doctest: +SKIP
+...     store.write_probe_results(spooled + new_rows)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from opsflow.history_csv import ProbeRow
+
+
+class ProbeSpool:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with (self.path.parent / (self.path.name + ".lock")).open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def append(self, rows: Sequence[ProbeRow]) -> None:
+        """Add rows durably (fsync) before returning."""
+        if not rows:
+            return
+        with self._locked(), self.path.open("a", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps({**row._asdict(), "checked_at": row.checked_at.isoformat()}) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    @contextmanager
+    def pending(self) -> Iterator[list[ProbeRow]]:
+        """The spooled rows, under the lock; the spool is emptied when the block exits without error.
+
+        A torn last line (a crash mid-write) is skipped.
+        """
+        with self._locked():
+            rows = []
+            if self.path.exists():
+                for line in self.path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        data = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    rows.append(ProbeRow(**{**data, "checked_at": datetime.fromisoformat(data["checked_at"])}))
+            yield rows
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,199 @@
+"""Uptime probes: HTTP(S) with expectations and TLS expiry, and TCP connects — all services at once.
+
+One async httpx client per run probes every service concurrently, each with
+its own time-out, under an overall deadline shorter than the shortest
+interval, so a run finishes before the next one starts even when targets hang.
+A service that refuses, times out or answers wrongly is *down* (``ok=False``
+with an error class and message) — a measurement, not an exception.
+
+>>> outcomes = asyncio.run(probe_all(config.services, deadline=50))   # doctest: +SKIP
+>>> outcomes[0].ok, outcomes[0].latency_ms, outcomes[0].error          # doctest: +SKIP
+(False, None, 'ConnectError: [Errno 111] Connection refused')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from opsflow.config import Service, resolve_headers
+from opsflow.history_csv import ProbeRow
+from opsflow.redact import redact
+from opsflow.units import format_duration
+
+MAX_BODY_BYTES = 1 << 20
+MAX_CONNECTIONS = 200
+# Past the deadline a probe is recorded as timed out, so the run always ends in time.
+DEADLINE_SHARE_OF_INTERVAL = 0.8
+BACKSTOP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """One probe of one service."""
+
+    service: str
+    checked_at: datetime
+    ok: bool
+    latency_ms: float | None
+    status_code: int | None = None
+    error: str | None = None
+    tls_days_left: float | None = None
+
+    def row(self) -> ProbeRow:
+        return ProbeRow(self.service, self.checked_at, self.ok, self.latency_ms, self.status_code, self.error)
+
+
+def run_deadline(services: Sequence[Service]) -> float:
+    """Seconds a run may take: 80% of the shortest interval, and never less than the longest time-out."""
+    if not services:
+        return 0.0
+    return max(min(s.interval for s in services) * DEADLINE_SHARE_OF_INTERVAL, max(s.timeout for s in services))
+
+
+def _tls_days_left(response: httpx.Response, now: datetime) -> float | None:
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    from cryptography import x509
+
+    expires = x509.load_der_x509_certificate(der).not_valid_after_utc
+    return (expires - now).total_seconds() / 86400
+
+
+def _error(exc: BaseException) -> str:
+    message = str(exc).strip() or type(exc).__name__
+    return redact(f"{type(exc).__name__}: {message}")[:500]
+
+
+async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcome:
+    """Request ``service.url`` and judge status, body, latency; read the certificate's expiry on HTTPS."""
+    assert service.url is not None
+    checked_at = datetime.now(UTC)
+    started = time.perf_counter()
+    expect = service.expect
+    try:
+        # httpx's own time-outs end a hung connect, TLS handshake or read cleanly; the outer one is a backstop
+        # (cancelling a TLS handshake from outside leaks its transport).
+        async with asyncio.timeout(service.timeout + BACKSTOP_SECONDS):
+            request = client.build_request(
+                service.method, str(service.url), headers=resolve_headers(service.headers), timeout=service.timeout
+            )
+            response = await client.send(request, stream=True)
+            try:
+                tls_days = _tls_days_left(response, checked_at)
+                body = b""
+                if expect.body_contains is not None:
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) >= MAX_BODY_BYTES:
+                            break
+            finally:
+                await response.aclose()
+    except (TimeoutError, httpx.TimeoutException) as exc:
+        phase = {httpx.ConnectTimeout: "connection", httpx.ReadTimeout: "answer"}.get(type(exc), "complete answer")
+        return ProbeOutcome(
+            service.name,
+            checked_at,
+            False,
+            None,
+            error=f"Timeout: no {phase} within {format_duration(service.timeout)}",
+        )
+    except httpx.HTTPError as exc:
+        return ProbeOutcome(service.name, checked_at, False, None, error=_error(exc))
+    latency_ms = (time.perf_counter() - started) * 1000
+    status = response.status_code
+
+    def down(error: str) -> ProbeOutcome:
+        return ProbeOutcome(service.name, checked_at, False, latency_ms, status, error, tls_days)
+
+    if status not in expect.status:
+        return down(f"UnexpectedStatus: HTTP {status}, expected {', '.join(map(str, expect.status))}")
+    if expect.body_contains is not None and expect.body_contains.encode() not in body:
+        return down(f"UnexpectedBody: the body does not contain {expect.body_contains!r}")
+    if expect.max_latency is not None and latency_ms > expect.max_latency * 1000:
+        return down(f"TooSlow: answered in {latency_ms:.0f}ms, limit {format_duration(expect.max_latency)}")
+    return ProbeOutcome(service.name, checked_at, True, latency_ms, status, None, tls_days)
+
+
+async def probe_tcp(service: Service) -> ProbeOutcome:
+    """Open (and close) a TCP connection to ``host:port``."""
+    assert service.tcp is not None
+    host, _, port = service.tcp.rpartition(":")
+    checked_at = datetime.now(UTC)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(service.timeout):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        writer.close()
+        await writer.wait_closed()
+    except TimeoutError:
+        return ProbeOutcome(
+            service.name,
+            checked_at,
+            False,
+            None,
+            error=f"Timeout: no connection within {format_duration(service.timeout)}",
+        )
+    except OSError as exc:
+        return ProbeOutcome(service.name, checked_at, False, None, error=_error(exc))
+    return ProbeOutcome(service.name, checked_at, True, (time.perf_counter() - started) * 1000)
+
+
+def new_client(services: Sequence[Service]) -> httpx.AsyncClient:
+    """One client for the run: pooled connections, redirects followed, no transport-level retry."""
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS)
+    return httpx.AsyncClient(
+        limits=limits,
+        follow_redirects=True,
+        timeout=max((s.timeout for s in services), default=5.0),
+        transport=httpx.AsyncHTTPTransport(retries=0, limits=limits),
+    )
+
+
+async def probe_all(services: Sequence[Service], deadline: float | None = None) -> list[ProbeOutcome]:
+    """Probe every service concurrently; a probe still running at ``deadline`` seconds is a time-out."""
+    if not services:
+        return []
+    deadline = run_deadline(services) if deadline is None else deadline
+    async with new_client(services) as client:
+
+        async def one(service: Service) -> ProbeOutcome:
+            started = datetime.now(UTC)
+            try:
+                async with asyncio.timeout(deadline):
+                    return await (probe_http(client, service) if service.url else probe_tcp(service))
+            except TimeoutError:
+                return ProbeOutcome(
+                    service.name,
+                    started,
+                    False,
+                    None,
+                    error=f"Timeout: the run's deadline of {format_duration(deadline)} passed",
+                )
+
+        return list(await asyncio.gather(*(one(service) for service in services)))
+
+
+def outcome_metrics(outcome: ProbeOutcome, incident_open: bool) -> dict[str, Any]:
+    """The uptime-probe item's metrics (SPEC §5)."""
+    metrics: dict[str, Any] = {
+        "ok": outcome.ok,
+        "latency_ms": None if outcome.latency_ms is None else round(outcome.latency_ms, 3),
+        "status_code": outcome.status_code,
+        "error": outcome.error,
+        "incident_open": incident_open,
+    }
+    if outcome.tls_days_left is not None:
+        metrics["tls_days_left"] = round(outcome.tls_days_left, 2)
+    return metrics

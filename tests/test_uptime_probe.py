@@ -1,0 +1,198 @@
+"""Uptime probing against real loopback services: verdicts, TLS expiry, incidents, no result lost."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from opsflow.cli import run
+from opsflow.config import Config, Service
+from opsflow.store import OpsStore
+from tasks.incidents import ServiceState, advance
+from tasks.probes import ProbeOutcome, probe_all
+from tasks.uptime import judge_services, probe_spool, write_with_spool
+from tests.http_targets import HttpTarget, closed_port, self_signed, silent_port, tls_context
+from tests.receiver import HttpReceiver
+
+
+def service(name: str, **fields: object) -> Service:
+    return Service(name=name, **({"timeout": 1.0, "interval": 60.0} | fields))
+
+
+def verdicts(services: list[Service], deadline: float | None = None) -> dict[str, ProbeOutcome]:
+    return {o.service: o for o in asyncio.run(probe_all(services, deadline))}
+
+
+def test_each_answer_gets_the_right_verdict_and_error() -> None:
+    with HttpTarget() as target, silent_port() as hung:
+        results = verdicts(
+            [
+                service("up", url=target.url("/health"), expect={"status": [200], "body_contains": '"ok"'}),
+                service("redirected", url=target.url("/redirect"), expect={"body_contains": '"ok"'}),
+                service("error", url=target.url("/500")),
+                service("wrong-body", url=target.url("/wrong-body"), expect={"body_contains": '"ok"'}),
+                service("timeout", url=target.url("/slow"), timeout=0.5),
+                service("closed", url=f"http://127.0.0.1:{closed_port()}/health"),
+                service("slow-tls", url=f"https://127.0.0.1:{hung}/health", timeout=0.5),
+                service("tcp-up", tcp=f"127.0.0.1:{target.server.server_address[1]}"),
+                service("tcp-closed", tcp=f"127.0.0.1:{closed_port()}"),
+                service("too-slow", url=target.url("/slow"), timeout=5.0, expect={"max_latency": 0.5}),
+            ]
+        )
+    assert results["up"].ok and results["up"].status_code == 200 and results["up"].latency_ms is not None
+    assert results["redirected"].ok
+    assert results["tcp-up"].ok
+    errors = {name: (o.ok, o.status_code, (o.error or "").split(":")[0]) for name, o in results.items() if not o.ok}
+    assert errors == {
+        "error": (False, 500, "UnexpectedStatus"),
+        "wrong-body": (False, 200, "UnexpectedBody"),
+        "timeout": (False, None, "Timeout"),
+        "closed": (False, None, "ConnectError"),
+        "slow-tls": (False, None, "Timeout"),
+        "tcp-closed": (False, None, "ConnectionRefusedError"),
+        "too-slow": (False, 200, "TooSlow"),
+    }
+    assert results["error"].error == "UnexpectedStatus: HTTP 500, expected 200"
+
+
+def test_a_hanging_target_does_not_hold_the_run_past_its_deadline() -> None:
+    with HttpTarget() as target:
+        started = time.perf_counter()
+        results = verdicts(
+            [service("hangs", url=target.url("/slow"), timeout=5.0), service("fine", url=target.url("/health"))],
+            deadline=1.0,
+        )
+        elapsed = time.perf_counter() - started
+    assert elapsed < 2.5
+    assert results["fine"].ok
+    assert results["hangs"].error == "Timeout: the run's deadline of 1s passed"
+
+
+def test_certificate_expiry_is_read_and_warned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = self_signed(tmp_path, days_valid=10)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust our test CA, as a private CA would be trusted
+    with HttpTarget(tls=tls_context(cert, key)) as target:
+        config = Config(services=[service("api", url=target.url(), tls_expiry_warn=30 * 86400)])
+        outcome = verdicts(config.services)["api"]
+    assert outcome.ok
+    assert outcome.tls_days_left is not None and 9.9 < outcome.tls_days_left < 10.1
+    _, update = judge_services(config, [outcome], {})
+    tls = update.items[0].check_named("tls")
+    assert tls is not None and tls.status == "warn"
+    assert tls.detail.startswith("the certificate expires in 10.0 days, warning under 30d")
+
+
+T0 = datetime(2026, 11, 10, 1, 0, tzinfo=UTC)
+
+
+def test_incidents_open_at_the_first_of_n_failures_and_close_at_the_next_success() -> None:
+    state = ServiceState(service="api")
+    events = []
+    pattern = [True, False, False, True, False, False, False, False, True]  # threshold 3
+    for minute, ok in enumerate(pattern):
+        state, event = advance(state, T0 + timedelta(minutes=minute), ok, 3, in_maintenance=False)
+        events.append(event and (event.kind, event.opened_at, event.at))
+    opened_at = T0 + timedelta(minutes=4)
+    assert events[6] == ("opened", opened_at, T0 + timedelta(minutes=6))
+    assert events[8] == ("closed", opened_at, T0 + timedelta(minutes=8))
+    assert [e for i, e in enumerate(events) if i not in (6, 8)] == [None] * 7
+
+
+def test_failures_inside_maintenance_are_skipped_and_a_gap_does_not_break_the_run() -> None:
+    state = ServiceState(service="api")
+    state, _ = advance(state, T0, False, 3, in_maintenance=False)
+    state, _ = advance(state, T0 + timedelta(minutes=1), False, 3, in_maintenance=True)
+    state, _ = advance(state, T0 + timedelta(minutes=2), True, 3, in_maintenance=True)  # success in maintenance
+    assert state.consecutive_failures == 1
+    state, event = advance(state, T0 + timedelta(hours=5), False, 3, in_maintenance=False)  # after a gap
+    assert state.consecutive_failures == 2 and event is None
+    state, event = advance(state, T0 + timedelta(hours=5, minutes=1), False, 3, in_maintenance=False)
+    assert event is not None and event.opened_at == T0
+
+
+def outcome(name: str, at: datetime, ok: bool) -> ProbeOutcome:
+    return ProbeOutcome(name, at, ok, 10.0 if ok else None, 200 if ok else None, None if ok else "ConnectError: x")
+
+
+def test_rewriting_the_same_results_does_not_duplicate_them(store: OpsStore, tmp_path: Path) -> None:
+    batch = [outcome("api", T0, True), outcome("db", T0, False)]
+    spool = probe_spool()
+    assert write_with_spool(store, batch, spool).inserted == 2
+    assert write_with_spool(store, batch, spool).inserted == 0
+    assert store.count_probe_results() == 2
+
+
+def config_file(tmp_path: Path, target: HttpTarget, receiver: HttpReceiver | None = None, threshold: int = 2) -> Path:
+    hook = f"notifications:\n  webhook: {{url: '{receiver.url('/hook')}'}}\n" if receiver else ""
+    path = tmp_path / "opsflow.yaml"
+    path.write_text(
+        "services:\n"
+        f"  - {{name: api, url: '{target.url()}', timeout: 2s, failure_threshold: {threshold}}}\n"
+        f"  - {{name: tcp, tcp: '127.0.0.1:{target.server.server_address[1]}', timeout: 2s}}\n" + hook
+    )
+    return path
+
+
+def test_a_store_outage_between_two_runs_loses_nothing(
+    prefect_api: None,
+    tmp_path: Path,
+    pg_url: str,
+    store: OpsStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with HttpTarget() as target:
+        config = config_file(tmp_path, target)
+        monkeypatch.setenv("OPSFLOW_STORE_URL", f"postgresql://ops@/opsflow?host={tmp_path}&port=9")
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 3
+        assert "2 probe results spooled for the next run" in capsys.readouterr().err
+        assert store.count_probe_results() == 0
+
+        monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 0
+        assert store.count_probe_results() == 4  # the spooled two and this run's two
+        assert not probe_spool().path.exists()
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 0
+        assert store.count_probe_results() == 6
+
+
+def test_an_incident_opens_alerts_and_resolves_through_the_routine(
+    prefect_api: None,
+    tmp_path: Path,
+    pg_url: str,
+    store: OpsStore,
+    receiver: HttpReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    with HttpTarget() as target:
+        config = config_file(tmp_path, target, receiver, threshold=2)
+        target.down = True
+        assert run(["run", "uptime-probe", "--config", str(config), "--json"]) == 1
+        first = json.loads(capsys.readouterr().out)
+        api = next(i for i in first["items"] if i["name"] == "api")
+        assert api["status"] == "fail"
+        assert api["metrics"]["ok"] is False and api["metrics"]["status_code"] == 503
+        assert api["metrics"]["incident_open"] is False
+        assert receiver.to("/hook") == []  # one failure is not an incident yet
+
+        assert run(["run", "uptime-probe", "--config", str(config), "--json"]) == 1
+        second = json.loads(capsys.readouterr().out)
+        assert next(i for i in second["items"] if i["name"] == "api")["metrics"]["incident_open"] is True
+        hooks = receiver.to("/hook")
+        assert [h.json()["event"] for h in hooks] == ["trigger"]
+        assert hooks[0].json()["item"] == "api"
+
+        target.down = False
+        assert run(["run", "uptime-probe", "--config", str(config), "--json"]) == 0
+        capsys.readouterr()
+        assert [h.json()["event"] for h in receiver.to("/hook")] == ["trigger", "resolve"]
+    incidents = store.incidents("api")
+    assert len(incidents) == 1 and incidents[0]["closed_at"] is not None
+    assert incidents[0]["last_error"].startswith("UnexpectedStatus: HTTP 503")
