@@ -20,7 +20,9 @@ from bench.common import BenchResult
 BENCHMARKS: dict[str, str] = {
     "startup": "bench.startup",
     "history-import": "bench.history_import",
+    "probes": "bench.probes",
     "checksum": "bench.checksum",
+    "drill-rto": "bench.drill_rto",
 }
 
 

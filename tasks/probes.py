@@ -28,7 +28,10 @@ from opsflow.redact import redact
 from opsflow.units import format_duration
 
 MAX_BODY_BYTES = 1 << 20
-MAX_CONNECTIONS = 200
+MAX_CONNECTIONS = 100
+# Probes in flight at once. A probe's time-out starts when it starts, so one queued behind a busy
+# pool is never judged down; unbounded, a thousand requests contend for the pool and all slow down.
+MAX_IN_FLIGHT = MAX_CONNECTIONS
 # Past the deadline a probe is recorded as timed out, so the run always ends in time.
 DEADLINE_SHARE_OF_INTERVAL = 0.8
 BACKSTOP_SECONDS = 1.0
@@ -166,13 +169,16 @@ async def probe_all(services: Sequence[Service], deadline: float | None = None) 
     if not services:
         return []
     deadline = run_deadline(services) if deadline is None else deadline
+    run_ends = asyncio.get_running_loop().time() + deadline  # one deadline for the run, queueing included
+    in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
     async with new_client(services) as client:
 
         async def one(service: Service) -> ProbeOutcome:
             started = datetime.now(UTC)
             try:
-                async with asyncio.timeout(deadline):
-                    return await (probe_http(client, service) if service.url else probe_tcp(service))
+                async with asyncio.timeout_at(run_ends):
+                    async with in_flight:
+                        return await (probe_http(client, service) if service.url else probe_tcp(service))
             except TimeoutError:
                 return ProbeOutcome(
                     service.name,
