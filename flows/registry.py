@@ -15,7 +15,12 @@ ROUTINES: dict[str, str] = {
     "uptime-probe": "flows.uptime_probe:uptime_probe",
 }
 
+# Flows with a command of their own rather than `opsflow run` (`opsflow drill`): flow name -> "module:flow function"
+OTHER_FLOWS: dict[str, str] = {
+    "dr-drill": "flows.dr_drill:dr_drill",
+}
+
 
 def load_routine(name: str) -> Any:
-    module, attribute = ROUTINES[name].split(":")
+    module, attribute = {**OTHER_FLOWS, **ROUTINES}[name].split(":")
     return getattr(importlib.import_module(module), attribute)

@@ -24,7 +24,7 @@ from typing import Any
 
 from opsflow.config import Config, ConfigError, default_config_path, load_config
 from opsflow.errors import RoutineIncomplete, UsageError
-from opsflow.results import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
+from opsflow.results import EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, RoutineResult
 
 log = logging.getLogger("opsflow")
 
@@ -129,6 +129,177 @@ def report_routine(routine: str, state: Any, as_json: bool) -> int:
     return outcome.exit_code
 
 
+DRILL_DEPLOYMENT = "dr-drill/on-demand"
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    config = _config_from(args)  # a bad config is refused before anything runs
+    from flows.dr_drill import DrillParameters, dr_drill, lookup_database
+
+    database = lookup_database(config, args.database)
+    if args.cleanup:
+        if args.backup or args.keep or args.remote:
+            raise UsageError("opsflow drill: --cleanup takes no --backup, --keep or --remote")
+        return drill_cleanup(config, database, as_json=args.json)
+    preflight_drill(config, database, args.backup)
+    if args.remote:
+        return drill_remote(config, database.name, args)
+    path = default_config_path(args.config, os.environ)
+    config_path = str(path.resolve()) if path.exists() else None
+    parameters = DrillParameters(
+        database=database.name, backup_key=args.backup, keep=args.keep, config_path=config_path
+    )
+    state = dr_drill(parameters, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if not isinstance(outcome, RoutineResult):
+        return report_routine("dr-drill", state, as_json=args.json)  # could not complete: exit 3
+    return report_drill(outcome, as_json=args.json)
+
+
+def preflight_drill(config: Config, database: Any, backup_key: str | None) -> None:
+    """Refuse, before any flow run exists, a target that is a source or the store, and an unknown ``--backup``."""
+    from opsflow.store import resolve_store_url
+    from tasks.drill import check_target, forbidden_databases, resolve_target, select_backup
+    from tasks.retry import PermanentFailure
+
+    target = resolve_target(database)
+    if target != "embedded":
+        check_target(database.name, target, forbidden_databases(config, resolve_store_url(config)))
+    if backup_key:
+        backup = config.get_backup(database.backup)
+        try:
+            select_backup(backup, config.storages[backup.storage], backup_key)
+        except PermanentFailure as exc:
+            raise UsageError(f"opsflow drill {database.name}: --backup: {exc}") from None
+
+
+def report_drill(result: RoutineResult, as_json: bool) -> int:
+    """Print a drill's result (one JSON document with ``--json``); with ``--keep``, how to connect."""
+    from opsflow.units import format_duration
+
+    def duration(value: Any, precision: int = 1) -> str:
+        return "-" if value is None else format_duration(round(float(value), precision))
+
+    if as_json:
+        print(result.to_json())
+    for item in result.items:
+        metrics = item.metrics
+        if not as_json:
+            print(f"dr-drill {item.name}: {item.status.upper()} (flow run {result.flow_run_id})")
+            if metrics.get("backup_key"):
+                print(f"  backup    {metrics['backup_key']}, written {metrics.get('backup_taken_at')}")
+            for name in ("rto", "rpo"):
+                check = item.check_named(name)
+                if check is not None:
+                    measured = duration(metrics.get(f"{name}_seconds"), 1 if name == "rto" else 0)
+                    target = duration(metrics.get(f"{name}_target_seconds"))
+                    print(f"  {name.upper()}       {measured} (target {target})  {check.status}")
+            phases = [
+                f"{name} {metrics[f'{name}_seconds']:.2f}s"
+                for name in ("download", "target", "restore", "validate")
+                if metrics.get(f"{name}_seconds") is not None
+            ]
+            print(f"  phases    {' · '.join(phases)}")
+            for check in item.checks:
+                if check.status != "ok":
+                    print(f"  {check.status:5}     {check.check}: {check.detail}")
+        if metrics.get("target_url"):
+            hint = (
+                f"{item.name}: the restored database is kept up; connect with:\n"
+                f"  psql '{metrics['target_url']}'\n"
+                f"remove it with:\n  opsflow drill {item.name} --cleanup"
+            )
+            print(hint, file=sys.stderr if as_json else sys.stdout)
+    return result.exit_code
+
+
+def drill_cleanup(config: Config, database: Any, as_json: bool) -> int:
+    """``--cleanup``: remove kept targets and leftovers of earlier drills (never a running drill's)."""
+    import json
+
+    from tasks.drill import remove_leftovers, resolve_target
+    from tasks.retry import PermanentFailure, TransientFailure
+
+    try:
+        report = remove_leftovers(database, resolve_target(database), holding_slot=False)
+    except (PermanentFailure, TransientFailure) as exc:
+        raise RoutineIncomplete(f"drill cleanup of {database.name}: {exc}") from None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "database": database.name,
+                    "removed": report.removed,
+                    "skipped": report.skipped,
+                    "problems": report.problems,
+                }
+            )
+        )
+    else:
+        if not (report.removed or report.skipped or report.problems):
+            print(f"{database.name}: nothing to clean up")
+        for removed in report.removed:
+            print(f"{database.name}: removed {removed}")
+        for skipped in report.skipped:
+            print(f"{database.name}: left {skipped}")
+        for problem in report.problems:
+            print(f"{database.name}: could not remove {problem}", file=sys.stderr)
+    return EXIT_INCOMPLETE if report.problems else EXIT_OK
+
+
+def drill_remote(config: Config, name: str, args: argparse.Namespace) -> int:
+    """``--remote``: trigger ``dr-drill/on-demand`` on ``$PREFECT_API_URL``, follow it to its end, print its result."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise UsageError("opsflow drill --remote: PREFECT_API_URL is not set: point it at the Prefect server")
+    parameters = {"drill": {"database": name, "backup_key": args.backup, "keep": args.keep}}
+    try:
+        flow_run = run_deployment(DRILL_DEPLOYMENT, parameters=parameters, timeout=0, as_subflow=False)
+    except ObjectNotFound:
+        raise UsageError(
+            f"opsflow drill --remote: no deployment {DRILL_DEPLOYMENT} on the Prefect server (prefect deploy --all)"
+        ) from None
+    print(f"{DRILL_DEPLOYMENT}: flow run {flow_run.name} ({flow_run.id}) created; following it", file=sys.stderr)
+    try:
+        final = follow_flow_run(flow_run.id)
+    except KeyboardInterrupt:
+        print(f"stopped following; flow run {flow_run.id} goes on on the server", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    from opsflow.store import OpsStore
+
+    result = OpsStore.open(config).result_of_flow_run("dr-drill", str(flow_run.id))
+    if result is None:
+        state = final.state
+        reason = f"{state.name}: {state.message}" if state is not None else "no state"
+        from opsflow.redact import redact
+
+        print(f"opsflow: dr-drill {name} could not complete on the server ({redact(reason)})", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return report_drill(result, as_json=args.json)
+
+
+def follow_flow_run(flow_run_id: Any, poll_seconds: float = 1.0) -> Any:
+    """Poll a flow run until it is final, telling each state change on stderr; return it."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    seen = None
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(flow_run_id)
+            state = flow_run.state
+            if state is not None and state.name != seen:
+                seen = state.name
+                print(f"  {flow_run.name}: {state.name}", file=sys.stderr)
+            if state is not None and state.is_final():
+                return flow_run
+            time.sleep(poll_seconds)
+
+
 def cmd_automations_apply(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
@@ -194,6 +365,26 @@ def build_parser() -> argparse.ArgumentParser:
     run_routine.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     _add_config_option(run_routine)
     run_routine.set_defaults(handler=cmd_run)
+
+    drill = commands.add_parser("drill", help="a DR drill of one database now (or, with --remote, on the server)")
+    drill.add_argument("database", metavar="DATABASE", help="a database named under databases: in the config")
+    drill.add_argument("--backup", metavar="KEY", help="restore this backup instead of the newest")
+    drill.add_argument(
+        "--keep", action="store_true", help="leave the restored database up; remove it later with --cleanup"
+    )
+    drill.add_argument(
+        "--remote",
+        action="store_true",
+        help=f"trigger the {DRILL_DEPLOYMENT} deployment on $PREFECT_API_URL and follow it to its end",
+    )
+    drill.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove kept targets and leftovers of earlier drills of DATABASE (never a running drill's), then exit",
+    )
+    drill.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    _add_config_option(drill)
+    drill.set_defaults(handler=cmd_drill)
 
     automations = commands.add_parser(
         "automations", help="Prefect automations that alert on failed, crashed, late runs"

@@ -113,6 +113,11 @@ class OpsStore:
         store.migrate()
         return store
 
+    @property
+    def url(self) -> str:
+        """The store's libpq URL (it may carry a password: compare it, never print it)."""
+        return self._url
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A connection in a transaction that commits on success and rolls back on error."""
@@ -192,6 +197,18 @@ class OpsStore:
         return [
             RoutineResult.model_validate(row[0] if isinstance(row[0], dict) else json.loads(row[0])) for row in rows
         ]
+
+    def result_of_flow_run(self, routine: str, flow_run_id: str) -> RoutineResult | None:
+        """The result a given flow run of ``routine`` recorded, if it recorded one."""
+        with self.connection() as conn:
+            row = conn.execute(
+                """select result from opsflow.routine_runs where routine = %s and flow_run_id = %s
+                   order by recorded_at desc limit 1""",
+                (routine, flow_run_id),
+            ).fetchone()
+        if row is None:
+            return None
+        return RoutineResult.model_validate(row[0] if isinstance(row[0], dict) else json.loads(row[0]))
 
     # -- probe and capacity history -------------------------------------------
 

@@ -340,26 +340,34 @@ def expected_checksum(
     return None, None
 
 
+def fetch_for_reading(storage: BackupStorage, obj: StoredObject, workdir: Path) -> tuple[Path, str | None]:
+    """A local path to read ``obj`` from, and its sha256 (None for a directory-format dump).
+
+    A file already on local disk is used in place and only hashed; anything else is
+    downloaded once into ``workdir``, hashing on the way (the readers need a seekable file).
+    """
+    local = storage.local_path(obj.key)
+    hasher = hashlib.sha256()
+    if obj.is_directory:
+        assert local is not None
+        return local, None
+    if local is not None:
+        with storage.open(obj.key) as stream:
+            hash_stream(stream, hasher)
+        return local, hasher.hexdigest()
+    path = workdir / obj.name
+    with storage.open(obj.key) as source, path.open("wb") as target:
+        copy_stream(source, target, hasher)
+    return path, hasher.hexdigest()
+
+
 def verify_object(
     storage: BackupStorage, obj: StoredObject, backup: BackupSet, workdir: Path, restore: bool, is_s3: bool
 ) -> ObjectVerification:
     """Checksum, full read and (optionally) restore of one backup, reading it once."""
     head = storage.head(obj.key) if is_s3 else None
     local = storage.local_path(obj.key)
-    hasher = hashlib.sha256()
-    if obj.is_directory:
-        path, computed = local, None
-    elif local is not None:
-        with storage.open(obj.key) as stream:
-            hash_stream(stream, hasher)
-        path, computed = local, hasher.hexdigest()
-    else:
-        # Download once into the scratch directory, hashing on the way; the readers need a seekable file.
-        path = workdir / obj.name
-        with storage.open(obj.key) as source, path.open("wb") as target:
-            copy_stream(source, target, hasher)
-        computed = hasher.hexdigest()
-    assert path is not None
+    path, computed = fetch_for_reading(storage, obj, workdir)
     result = ObjectVerification(obj=obj, sha256=computed)
     if backup.checksum != "none":
         expected, source = expected_checksum(storage, obj, head, backup.checksum)

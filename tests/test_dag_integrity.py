@@ -14,7 +14,7 @@ import yaml
 from prefect import Flow, Task
 
 import tasks
-from flows.registry import ROUTINES
+from flows.registry import OTHER_FLOWS, ROUTINES
 from tasks.retry import retry_unless_permanent
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def test_deployment_entrypoint_imports_a_named_flow_with_a_valid_schedule(deploy
     module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
     flow = getattr(module, attribute)
     assert isinstance(flow, Flow)
-    assert flow.name in ROUTINES or flow.name == "dr-drill"
+    assert flow.name in ROUTINES or flow.name in OTHER_FLOWS
     assert module.__doc__ and "Schedule" in module.__doc__, "a flow module's docstring says its schedule"
     assert deployment["work_pool"]["name"] == "opsflow"
     from prefect.client.schemas.schedules import CronSchedule
@@ -48,7 +48,7 @@ def test_deployment_entrypoint_imports_a_named_flow_with_a_valid_schedule(deploy
 
 def test_every_routine_has_a_deployment() -> None:
     deployed = {d["entrypoint"] for d in DEPLOYMENTS}
-    for target in ROUTINES.values():
+    for target in [*ROUTINES.values(), *OTHER_FLOWS.values()]:
         module, attribute = target.split(":")
         assert f"{module.replace('.', '/')}.py:{attribute}" in deployed
 

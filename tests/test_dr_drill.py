@@ -1,0 +1,743 @@
+"""DR drills against real dumps: restored into real embedded PostgreSQL servers and a real drill server,
+validated, measured, and always cleaned up (SPEC §5 dr-drill, §6 DR drill, §7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+from psycopg import sql
+
+from opsflow.cli import run
+from opsflow.config import load_config
+from opsflow.embedded import EmbeddedPostgres, url_with_database
+from opsflow.store import OpsStore
+from tasks.drill import (
+    MARKER,
+    endpoint,
+    is_scratch_database_of,
+    plan_target,
+    safe_url,
+    scratch_database_name,
+    values_equal,
+)
+from tests.backup_samples import make_sample_database, overwrite_middle, pg_dump, write_backup
+from tests.s3_server import S3Server
+from tests.test_notify import latest_artifact
+
+REPO = Path(__file__).resolve().parent.parent
+ORPHANS = "select count(*) from orders o left join customers c using (customer_id) where c.customer_id is null"
+HEALTHY = {
+    "download": "ok",
+    "checksum": "ok",
+    "restore": "ok",
+    "tables": "ok",
+    "sql:no orphans": "ok",
+    "sql:customers": "ok",
+    "amcheck": "ok",
+    "rto": "ok",
+    "rpo": "ok",
+    "cleanup": "ok",
+}
+
+
+@pytest.fixture(scope="session")
+def source_url(pg_server_url: str) -> str:
+    """The "production" database the backups are taken of: 500 customers, 5000 orders."""
+    return make_sample_database(pg_server_url, "drill_source", orders=5000)
+
+
+@pytest.fixture(scope="session")
+def dump(source_url: str) -> bytes:
+    return pg_dump(source_url, "c")
+
+
+@pytest.fixture(scope="session")
+def older_dump(pg_server_url: str) -> bytes:
+    """Yesterday's dump: 4000 orders."""
+    return pg_dump(make_sample_database(pg_server_url, "drill_source_yesterday", orders=4000), "c")
+
+
+@pytest.fixture
+def drill_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The temp dir drills work in (short, so embedded servers' sockets fit; empty at the start)."""
+    from tasks.drill import stop_embedded
+
+    path = Path(tempfile.mkdtemp(prefix="odt-", dir="/tmp")).resolve()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    monkeypatch.setenv("TMPDIR", str(path))
+    try:
+        yield path
+    finally:
+        for marker in path.glob(f"opsflow-drill-*/{MARKER}"):  # a failed test must not leave servers running
+            stop_embedded(marker.parent / "pgdata")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def drill_env(store: OpsStore, pg_url: str, monkeypatch: pytest.MonkeyPatch, drill_tmp: Path) -> OpsStore:
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    return store
+
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def backups(root: Path, data: bytes, sidecar: bytes | None = None) -> list[Path]:
+    """Two nightly backups, the newest 3 hours old, each with its sidecar."""
+    return [
+        write_backup(root / "orders", f"orders-{n}.dump", data, NOW - timedelta(hours=hours), sidecar=sidecar or data)
+        for n, hours in ((1, 27), (2, 3))
+    ]
+
+
+def write_config(
+    path: Path,
+    target: str,
+    source_url: str,
+    *,
+    name: str = "orders",
+    storage: str = "local: {type: filesystem, path: '%(root)s'}",
+    sql_checks: str = "",
+    extra_databases: str = "",
+) -> Path:
+    config = path / "opsflow.yaml"
+    checks = sql_checks or (
+        f'        - {{name: no orphans, query: "{ORPHANS}", expect: 0}}\n'
+        "        - {name: customers, query: select count(*) from customers, expect: 500}\n"
+    )
+    config.write_text(
+        "storages:\n"
+        f"  {storage % {'root': path / 'backups'}}\n"
+        "backups:\n"
+        "  - {name: orders-db, storage: local, prefix: orders/}\n"
+        "databases:\n"
+        f"  - name: {name}\n"
+        "    backup: orders-db\n"
+        f"    source_url: '{source_url}'\n"
+        "    drill:\n"
+        f"      target: '{target}'\n"
+        "      rto_target: 5m\n"
+        "      rpo_target: 26h\n"
+        "      tables: {orders: {min_rows: 1000}, customers: {}}\n"
+        "      sql:\n" + checks + extra_databases
+    )
+    return config
+
+
+def drill(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = run(["drill", *args, "--json"])
+    out = capsys.readouterr().out
+    return code, json.loads(out)  # exactly one JSON document on stdout
+
+
+def statuses(document: dict[str, Any]) -> dict[str, str]:
+    return {c["check"]: c["status"] for c in document["items"][0]["checks"]}
+
+
+def check(document: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in document["items"][0]["checks"] if c["check"] == name)
+
+
+def scratch_databases(server_url: str) -> list[str]:
+    with psycopg.connect(server_url) as conn:
+        rows = conn.execute("select datname from pg_database where datname like 'opsflow\\_drill\\_%' order by 1")
+        return [row[0] for row in rows]
+
+
+def postgres_processes(path: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and any(str(path) in part for part in process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+def assert_nothing_left(metrics: dict[str, Any], drill_tmp: Path, server_url: str) -> None:
+    workdir = Path(metrics["workdir"])
+    assert workdir.parent == drill_tmp
+    assert not workdir.exists()
+    assert list(drill_tmp.glob("opsflow-drill-*")) == []
+    assert postgres_processes(workdir) == []
+    assert scratch_databases(server_url) == []
+    assert metrics["cleaned_up"] is True
+
+
+# -- a healthy drill, both kinds of target ------------------------------------------------------------
+
+
+def dead_drills_server(config: Path, name: str) -> Path:
+    """What a drill process killed mid-drill leaves: its work directory and a running PostgreSQL, its pid gone."""
+    plan = plan_target(load_config(config).get_database(name), "embedded", NOW, "dead-run", keep=False)
+    EmbeddedPostgres.start(plan.pgdata, keep_running=True)
+    marker = json.loads((plan.workdir / MARKER).read_text())
+    (plan.workdir / MARKER).write_text(json.dumps({**marker, "pid": 999_999_999}))
+    assert postgres_processes(plan.workdir)
+    return plan.workdir
+
+
+def test_a_healthy_drill_on_an_embedded_target_after_removing_a_dead_drills_server(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backups(tmp_path / "backups", dump)
+    config = write_config(tmp_path, "embedded", source_url)
+    leftover = dead_drills_server(config, "orders")
+    code, document = drill(capsys, "orders", "--config", str(config))
+    assert code == 0, document
+    assert document["items"][0]["metrics"]["leftovers_removed"] == [str(leftover)]
+    assert f"removed 1 leftovers of earlier drills: {leftover}" in check(document, "cleanup")["detail"]
+    assert not leftover.exists()
+    assert postgres_processes(leftover) == []
+    assert document["routine"] == "dr-drill"
+    assert document["status"] == "ok"
+    assert statuses(document) == HEALTHY
+    item = document["items"][0]
+    metrics = item["metrics"]
+    assert item["name"] == "orders"
+    assert metrics["tables"] == {"orders": 5000, "customers": 500}
+    assert metrics["backup_key"] == "orders/orders-2.dump"  # the newest by write time
+    written = NOW - timedelta(hours=3)
+    assert metrics["backup_taken_at"] == written.isoformat().replace("+00:00", "Z")
+    started = datetime.fromisoformat(metrics["started_at"])
+    assert metrics["rpo_seconds"] == pytest.approx((started - written).total_seconds(), abs=0.01)
+    assert 3 * 3600 <= metrics["rpo_seconds"] < 3 * 3600 + 120
+    assert 0 < metrics["restore_seconds"] + metrics["validate_seconds"] <= metrics["rto_seconds"] < 120
+    assert metrics["rto_target_seconds"] == 300 and metrics["rpo_target_seconds"] == 26 * 3600
+    assert metrics["download_seconds"] is not None and metrics["download_seconds"] >= 0
+    assert [p["phase"] for p in metrics["timeline"]] == [
+        "select",
+        "download",
+        "create target",
+        "restore",
+        "validate",
+        "teardown",
+    ]
+    assert check(document, "sql:no orphans")["observed"] == 0
+    assert check(document, "checksum")["detail"] == "orders-2.dump: sha256 matches the sidecar checksum"
+    assert "embedded PostgreSQL" in metrics["target"]
+    assert_nothing_left(metrics, drill_tmp, pg_server_url)
+
+    stored = drill_env.results("dr-drill", scope="orders")
+    assert [r.flow_run_id for r in stored] == [document["flow_run_id"]]
+    artifact = latest_artifact("dr-drill-orders")
+    assert artifact is not None
+    assert "Timeline" in artifact.data and "RTO" in artifact.data and "orders-2.dump" in artifact.data
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(document["flow_run_id"])
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
+        limit = client.read_global_concurrency_limit_by_name("dr-drill-orders")
+    assert flow_run.name == "dr-drill[orders]"
+    assert flow_run.state is not None and flow_run.state.is_completed()
+    scratch = metrics["target_database"]
+    assert {f"restore[{scratch}]", f"validate[{scratch}]", "download[orders-2.dump]"} <= {t.name for t in task_runs}
+    assert limit.limit == 1 and limit.active_slots == 0  # one drill per database; released
+
+
+def test_a_healthy_drill_on_a_drill_server_removes_leftovers_of_earlier_drills_first(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backups(tmp_path / "backups", dump)
+    config = write_config(tmp_path, pg_server_url, source_url)
+    # Leftovers: a drill killed on this host (its pid is gone), and one of another database that looks alike.
+    dead = {"opsflow": "dr-drill", "database": "orders", "host": socket.gethostname(), "pid": 999_999_999}
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        for name, comment in (
+            ("opsflow_drill_orders_20200101000000", dead),
+            ("opsflow_drill_orders_eu_20200101000000", {**dead, "database": "orders-eu"}),
+        ):
+            conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+            conn.execute(
+                sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(json.dumps(comment)))
+            )
+    try:
+        code, document = drill(capsys, "orders", "--config", str(config))
+        assert code == 0, document
+        assert statuses(document) == HEALTHY
+        metrics = document["items"][0]["metrics"]
+        assert metrics["tables"] == {"orders": 5000, "customers": 500}
+        assert metrics["leftovers_removed"] == ["opsflow_drill_orders_20200101000000"]
+        cleanup = check(document, "cleanup")["detail"]
+        assert f"dropped {metrics['target_database']}" in cleanup
+        assert "removed 1 leftovers of earlier drills: opsflow_drill_orders_20200101000000" in cleanup
+        assert "on the drill server" in metrics["target"]
+        assert scratch_databases(pg_server_url) == ["opsflow_drill_orders_eu_20200101000000"]  # not ours
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute("drop database if exists opsflow_drill_orders_eu_20200101000000")
+    assert_nothing_left(metrics, drill_tmp, pg_server_url)
+
+
+# -- findings: a fail, exit 1, and still cleaned up --------------------------------------------------------
+
+
+def test_a_damaged_dump_fails_at_restore_and_still_cleans_up(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    damaged = overwrite_middle(dump)  # damaged when written: its sidecar matches, only a restore can tell
+    backups(tmp_path / "backups", damaged, sidecar=damaged)
+    config = write_config(tmp_path, "embedded", source_url)
+    code, document = drill(capsys, "orders", "--config", str(config))
+    assert code == 1
+    assert document["status"] == "fail"
+    assert statuses(document) == {
+        "download": "ok",
+        "checksum": "ok",
+        "restore": "fail",
+        "rto": "fail",
+        "rpo": "ok",
+        "cleanup": "ok",
+    }
+    restore = check(document, "restore")["detail"]
+    assert restore.startswith("orders-2.dump: restore failed: pg_restore: error:"), restore
+    assert check(document, "rto")["detail"].startswith("not recovered: the restore failed")
+    metrics = document["items"][0]["metrics"]
+    assert metrics["rto_seconds"] is None and metrics["tables"] == {}
+    assert_nothing_left(metrics, drill_tmp, pg_server_url)
+    assert [r.status for r in drill_env.results("dr-drill", scope="orders")] == ["fail"]
+
+
+def test_a_failing_sql_check_fails_the_drill_with_the_backup_on_s3(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    s3_client: Any,
+    s3_server: S3Server,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    s3_client.create_bucket(Bucket="prod-backups")
+    key = "postgres/orders/orders-2.dump"
+    s3_client.put_object(Bucket="prod-backups", Key=key, Body=dump, ChecksumAlgorithm="SHA256")
+    s3_server.set_last_modified("prod-backups", key, NOW - timedelta(hours=30))  # older than the RPO target
+    storage = f"local: {{type: s3, bucket: prod-backups, prefix: '', endpoint_url: '{s3_server.url}'}}"
+    config = write_config(
+        tmp_path,
+        pg_server_url,
+        source_url,
+        storage=storage,
+        sql_checks="        - {name: big orders, query: select count(*) from orders where amount > 1e6, expect: 1}\n",
+    )
+    text = config.read_text().replace("prefix: orders/", "prefix: postgres/orders/")
+    config.write_text(text)
+    code, document = drill(capsys, "orders", "--config", str(config))
+    assert code == 1
+    assert statuses(document) == {
+        "download": "ok",
+        "checksum": "ok",
+        "restore": "ok",
+        "tables": "ok",
+        "sql:big orders": "fail",
+        "amcheck": "ok",
+        "rto": "ok",
+        "rpo": "fail",
+        "cleanup": "ok",
+    }
+    assert check(document, "sql:big orders")["detail"] == "returned 0, expected 1"
+    assert check(document, "checksum")["detail"] == "orders-2.dump: sha256 matches the S3 ChecksumSHA256 checksum"
+    assert "downloaded" in check(document, "download")["detail"]
+    assert len(s3_server.downloads("prod-backups")) == 1
+    assert document["items"][0]["metrics"]["rpo_seconds"] > 30 * 3600
+    assert_nothing_left(document["items"][0]["metrics"], drill_tmp, pg_server_url)
+
+
+# -- a drill that dies is cleaned up -------------------------------------------------------------------
+
+
+def _prefect_env(extra: dict[str, str]) -> dict[str, str]:
+    from prefect.settings import PREFECT_API_URL
+
+    return {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PYTHONPATH": str(REPO),
+        **extra,
+    }
+
+
+def test_a_killed_drill_is_removed_by_cleanup(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backups(tmp_path / "backups", dump)
+    # Its validation hangs (pg_sleep), so it is surely mid-drill when it is killed.
+    slow = "        - {name: slow, query: select count(*) from (select pg_sleep(60)) s, expect: 1}\n"
+    config = write_config(tmp_path, "embedded", source_url, name="killed", sql_checks=slow)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opsflow", "drill", "killed", "--config", str(config)],
+        env=_prefect_env({"OPSFLOW_STORE_URL": pg_url, "TMPDIR": str(drill_tmp)}),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not any(postgres_processes(drill_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert postgres_processes(drill_tmp), "the drill never started its embedded PostgreSQL"
+        time.sleep(1)
+    finally:
+        process.send_signal(signal.SIGKILL)  # no finally, no hook: only the leftover sweep can help
+        process.wait()
+    [workdir] = list(drill_tmp.glob("opsflow-drill-killed-*"))
+    assert postgres_processes(workdir)  # the killed drill's server is still up
+
+    assert run(["drill", "killed", "--cleanup", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == f"killed: removed {workdir}\n"
+    assert not workdir.exists()
+    assert postgres_processes(workdir) == []
+    assert run(["drill", "killed", "--cleanup", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == "killed: nothing to clean up\n"
+
+
+def test_the_cancellation_and_crash_hook_removes_what_the_run_created(
+    drill_tmp: Path, tmp_path: Path, source_url: str, pg_server_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.dr_drill import remove_run_targets
+    from tasks.drill import create_target
+
+    for name, target in (("orders", "embedded"), ("billing", pg_server_url)):
+        (tmp_path / name).mkdir()
+        config = write_config(tmp_path / name, target, source_url, name=name)
+        database = load_config(config).get_database(name)
+        plan = plan_target(database, target, datetime.now(UTC), "f0e1d2c3-0000-4000-8000-000000000001", keep=False)
+        create_target(plan, "f0e1d2c3-0000-4000-8000-000000000001")
+        flow_run = SimpleNamespace(
+            id="f0e1d2c3-0000-4000-8000-000000000001",
+            parameters={"drill": {"database": name, "config_path": str(config)}},
+        )
+        remove_run_targets(None, flow_run, SimpleNamespace(name="Cancelling"))
+        assert not plan.workdir.exists()
+        assert postgres_processes(plan.workdir) == []
+    assert scratch_databases(pg_server_url) == []
+
+
+# -- the guard, usage -------------------------------------------------------------------------------------
+
+
+def test_the_guard_refuses_a_target_that_is_a_source_or_the_ops_store(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backups(tmp_path / "backups", dump)
+    # The config loader refuses the source's own URL; the drill's guard, any spelling of the same database.
+    config = write_config(tmp_path, source_url, source_url)
+    assert run(["drill", "orders", "--config", str(config)]) == 2
+    assert "databases.0.drill.target: the drill target is the source database" in capsys.readouterr().err
+    socket_dir = next(iter(next(iter(endpoint(source_url).servers))[0])).removeprefix("socket:")
+    alias = f"postgres:///drill_source?host={socket_dir}/&user=ops&application_name=drill"
+    for target, what in ((alias, "is the source database of 'orders'"), (pg_url, "is the ops store")):
+        config = write_config(tmp_path, target, source_url)
+        assert run(["drill", "orders", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert what in err, err
+        assert "a drill never targets a source database or the ops store" in err
+    assert list(drill_tmp.iterdir()) == []
+    assert scratch_databases(pg_server_url) == []
+    assert drill_env.results("dr-drill", scope="orders") == []
+
+    # Another database's source is refused too; started from the UI (no CLI), the refusal is a stored fail.
+    billing_source = url_with_database(pg_server_url, "billing_production")
+    extra = f"  - {{name: billing, backup: orders-db, source_url: '{billing_source}'}}\n"
+    config = write_config(tmp_path, billing_source, source_url, extra_databases=extra)
+    from flows.dr_drill import DrillParameters, dr_drill
+
+    state = dr_drill(DrillParameters(database="orders", config_path=str(config)), return_state=True)
+    result = state.result(raise_on_failure=False)
+    assert state.is_failed()
+    assert [c.check for c in result.items[0].checks] == ["target"]
+    assert "is the source database of 'billing'" in result.items[0].checks[0].detail
+    assert list(drill_tmp.iterdir()) == []
+    assert scratch_databases(pg_server_url) == []
+    assert [r.status for r in drill_env.results("dr-drill", scope="orders")] == ["fail"]
+
+
+def test_one_drill_per_database_at_a_time(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    import tasks.drill
+
+    backups(tmp_path / "backups", dump)
+    config = write_config(tmp_path, "embedded", source_url, name="busy")
+    monkeypatch.setattr(tasks.drill, "SLOT_WAIT_SECONDS", 1)
+    tasks.drill.ensure_slot("dr-drill-busy")
+    with concurrency("dr-drill-busy", occupy=1, lease_duration=60, strict=True):  # a drill of busy is running
+        assert run(["drill", "busy", "--config", str(config)]) == 3
+    assert "another drill of busy is running (concurrency limit dr-drill-busy busy" in capsys.readouterr().err
+    assert list(drill_tmp.iterdir()) == []
+
+
+def test_usage_errors_exit_2(
+    drill_env: OpsStore, tmp_path: Path, dump: bytes, source_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backups(tmp_path / "backups", dump)
+    config = write_config(tmp_path, "embedded", source_url)
+    assert run(["drill", "nope", "--config", str(config)]) == 2
+    assert "unknown database 'nope' (defined: orders)" in capsys.readouterr().err
+    assert run(["drill", "orders", "--backup", "orders-9.dump", "--config", str(config)]) == 2
+    assert "--backup: no backup 'orders-9.dump' under local:orders/" in capsys.readouterr().err
+    assert run(["drill", "orders", "--cleanup", "--keep", "--config", str(config)]) == 2
+
+
+# -- --keep, --backup, --cleanup ---------------------------------------------------------------------------
+
+
+def test_keep_leaves_the_target_up_and_cleanup_removes_it(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    older_dump: bytes,
+    source_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    older = older_dump
+    write_backup(tmp_path / "backups" / "orders", "orders-1.dump", older, NOW - timedelta(hours=20), sidecar=older)
+    write_backup(tmp_path / "backups" / "orders", "orders-2.dump", dump, NOW - timedelta(hours=3), sidecar=dump)
+    config = write_config(
+        tmp_path,
+        "embedded",
+        source_url,
+        sql_checks="        - {name: customers, query: select count(*) from customers, expect: 500}\n",
+    )
+    assert run(["drill", "orders", "--backup", "orders-1.dump", "--keep", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("dr-drill orders: OK")  # the human form: RTO and RPO against their targets, phases
+    assert "RTO " in out and "(target 5m)" in out and "RPO       20h" in out and "(target 26h)" in out
+    assert "backup    orders/orders-1.dump" in out
+    [hint] = [line.strip() for line in out.splitlines() if line.strip().startswith("psql '")]
+    url = hint.removeprefix("psql '").removesuffix("'")
+    assert url.startswith("postgresql://postgres@/opsflow_drill_orders_")  # how to connect, no password field
+    assert "opsflow drill orders --cleanup" in out
+    with psycopg.connect(url) as conn:
+        assert conn.execute("select count(*) from orders").fetchone() == (4000,)  # the older backup
+    [workdir] = list(drill_tmp.glob("opsflow-drill-orders-*"))
+    assert postgres_processes(workdir)
+    assert not (workdir / "download").exists()
+
+    assert run(["drill", "orders", "--cleanup", "--json", "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "database": "orders",
+        "removed": [str(workdir)],
+        "skipped": [],
+        "problems": [],
+    }
+    assert postgres_processes(workdir) == []
+    assert not workdir.exists()
+
+
+# -- the monthly run over every database, and --remote ----------------------------------------------------
+
+
+def test_the_monthly_run_drills_every_database_in_its_own_subflow(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+) -> None:
+    backups(tmp_path / "backups", dump)
+    extra = (
+        "  - name: billing\n"
+        "    backup: orders-db\n"
+        f"    drill: {{target: '{pg_server_url}', tables: {{orders: {{min_rows: 6000}}}}}}\n"
+    )
+    config = write_config(tmp_path, pg_server_url, source_url, extra_databases=extra)
+    from flows.dr_drill import DrillParameters, dr_drill
+
+    state = dr_drill(DrillParameters(database="*", config_path=str(config)), return_state=True)
+    result = state.result(raise_on_failure=False)
+    assert state.is_failed()
+    assert {item.name: item.status for item in result.items} == {"orders": "ok", "billing": "fail"}
+    billing = result.items[1].check_named("tables")
+    assert billing is not None and billing.detail == "orders has 5000 rows, minimum 6000"
+    assert [r.status for r in drill_env.results("dr-drill", scope="orders")] == ["ok"]
+    assert [r.status for r in drill_env.results("dr-drill", scope="billing")] == ["fail"]
+    assert latest_artifact("dr-drill-billing") is not None
+    assert scratch_databases(pg_server_url) == []
+
+
+def test_remote_triggers_the_on_demand_deployment_follows_it_and_a_cancelled_run_is_cleaned_up(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    backups(tmp_path / "backups", dump)
+    config = write_config(tmp_path, pg_server_url, source_url)
+    env = _prefect_env(
+        {
+            "OPSFLOW_CONFIG": str(config),
+            "OPSFLOW_STORE_URL": pg_url,
+            "TMPDIR": str(drill_tmp),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        }
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from flows.dr_drill import dr_drill; dr_drill.serve(name='on-demand')"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    client.read_deployment_by_name("dr-drill/on-demand")
+                    break
+                except ObjectNotFound:
+                    assert time.monotonic() < deadline, "the deployment was never served"
+                    time.sleep(0.5)
+        code = run(["drill", "orders", "--remote", "--json", "--config", str(config)])
+        captured = capsys.readouterr()
+        assert captured.out, captured.err
+        document = json.loads(captured.out)
+        assert code == 0, (document, captured.err)
+        assert statuses(document) == HEALTHY
+        assert "dr-drill/on-demand: flow run" in captured.err and "Completed" in captured.err
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(document["flow_run_id"])
+        assert flow_run.deployment_id is not None
+        assert scratch_databases(pg_server_url) == []
+
+        # Cancelled from the UI mid-drill: the runner stops the run, and the flow's hook removes what it made.
+        from prefect.deployments import run_deployment
+        from prefect.states import Cancelling
+
+        backups(tmp_path / "slow" / "backups", dump)
+        slow = "        - {name: slow, query: select count(*) from (select pg_sleep(60)) s, expect: 1}\n"
+        slow_config = write_config(tmp_path / "slow", pg_server_url, source_url, name="slow", sql_checks=slow)
+        parameters = {"drill": {"database": "slow", "config_path": str(slow_config)}}
+        cancelled = run_deployment("dr-drill/on-demand", parameters=parameters, timeout=0, as_subflow=False)
+        deadline = time.monotonic() + 60
+        while not scratch_databases(pg_server_url):
+            assert time.monotonic() < deadline, "the slow drill never created its scratch database"
+            time.sleep(0.2)
+        [scratch] = scratch_databases(pg_server_url)
+        assert scratch.startswith("opsflow_drill_slow_")
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(cancelled.id, Cancelling(), force=True)
+            while not (state := client.read_flow_run(cancelled.id).state) or not state.is_final():
+                assert time.monotonic() < deadline + 60, "the cancelled drill never ended"
+                time.sleep(0.2)
+        assert state.is_cancelled()
+        while scratch_databases(pg_server_url) or list(drill_tmp.glob("opsflow-drill-slow-*")):
+            assert time.monotonic() < deadline + 90, "the cancelled drill was not cleaned up"
+            time.sleep(0.2)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+# -- pure parts ----------------------------------------------------------------------------------------------
+
+
+def test_endpoints_compare_server_and_database_after_parsing() -> None:
+    def same(a: str, b: str) -> bool:
+        return endpoint(a).same_database(endpoint(b))
+
+    assert same("postgresql://u@db.example.com/orders", "postgres://other@db.example.com:5432/orders?sslmode=require")
+    assert same("postgresql://u@localhost:5433/orders", "host=127.0.0.1 port=5433 dbname=orders")
+    assert same("postgresql://u@/orders?host=/tmp/pg", "postgresql:///orders?host=/tmp/pg/&user=x")
+    assert same("postgresql://u@a.invalid,b.invalid:5432/orders", "postgresql://u@b.invalid/orders")
+    assert not same("postgresql://u@localhost/orders", "postgresql://u@localhost/orders_copy")
+    assert not same("postgresql://u@localhost:5432/orders", "postgresql://u@localhost:5433/orders")
+    assert not same("postgresql://u@/orders?host=/tmp/pg", "postgresql://u@/orders?host=/tmp/other")
+    assert endpoint("postgresql://alice@db.invalid").dbname == "alice"  # libpq: the user's name
+
+
+def test_scratch_names_and_values() -> None:
+    at = datetime(2026, 11, 22, 6, tzinfo=UTC)
+    assert scratch_database_name("Orders-DB", at) == "opsflow_drill_orders_db_20261122060000"
+    assert len(scratch_database_name("x" * 200, at)) <= 63
+    assert is_scratch_database_of("opsflow_drill_orders_20261122060000", "orders")
+    assert not is_scratch_database_of("opsflow_drill_orders_eu_20261122060000", "orders")
+    assert not is_scratch_database_of("opsflow_drill_orders_2026", "orders")
+    assert safe_url("postgresql://ops:s3cret@db:5432/x") == "postgresql://ops@db:5432/x"
+    from decimal import Decimal
+
+    assert values_equal(Decimal("0"), 0) and values_equal(Decimal("2.50"), 2.5) and values_equal(7, "7")
+    assert values_equal("ok", "ok") and not values_equal(None, 0) and not values_equal(False, 0)
+    assert url_with_database("postgresql://u@/x?host=/tmp/a", "y") == "postgresql://u@/y?host=/tmp/a"
