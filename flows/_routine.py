@@ -61,15 +61,17 @@ def finish(
     key: str,
     scope: str = "",
     alert_on: RoutineResult | None = None,
+    report: str | None = None,
 ) -> State[Any]:
     """Record, alert, publish; end Failed (carrying the result) when an item is ``fail`` or ``error``.
 
     ``alert_on`` is the view alerts are decided on, when it is not the result itself
-    (the uptime probe pages on incidents, not on every failed probe).
+    (the uptime probe pages on incidents, not on every failed probe); ``report`` is a
+    routine's own markdown report, published instead of the generic summary.
     """
     save_result(store, result, scope)
-    report = send_alerts(alert_on or result, config, store)
-    publish_result(result, key=key, deliveries=report.deliveries)
+    alerts = send_alerts(alert_on or result, config, store)
+    publish_result(result, key=key, deliveries=alerts.deliveries, report=report)
     if result.exit_code:
         bad = result.summary.fail + result.summary.error
         return Failed(message=f"{bad} of {len(result.items)} items failed", data=result)

@@ -58,7 +58,6 @@ from tasks.drill import (
     download_task,
     drill_slot,
     plan_target_task,
-    publish_report_task,
     refused_item,
     remove_flow_run_targets,
     remove_leftovers_task,
@@ -188,8 +187,7 @@ def dr_drill(drill: DrillParameters) -> State[Any]:
     result = RoutineResult(
         routine=ROUTINE, as_of=record.clock.started_at.replace(microsecond=0), flow_run_id=flow_run_id, items=[item]
     )
-    state = finish(result, config, store, key=key, scope=database.name)
-    publish_report_task(key, drill_report_markdown(result), f"dr-drill {database.name}: {result.status}")
+    state = finish(result, config, store, key=key, scope=database.name, report=drill_report_markdown(result))
     return state
 
 

@@ -51,13 +51,19 @@ def summary_markdown(result: RoutineResult, deliveries: Sequence[DeliveryLike] =
         lines += [f"| {_cell(n)} | {_cell(c.check)} | {_BADGE[c.status]} | {_cell(c.detail)} |" for n, c in findings]
     else:
         lines.append("Every check passed.")
-    if deliveries:
-        lines += ["", "## Alerts", "", "| item | alert | channel | delivered | error |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {_cell(d.alert.item)} | {d.alert.kind} | {d.channel} | {'yes' if d.delivered else '**no**'} "
-            f"| {_cell(d.error)} |"
-            for d in deliveries
-        ]
+    return "\n".join(lines) + "\n" + deliveries_markdown(deliveries)
+
+
+def deliveries_markdown(deliveries: Sequence[DeliveryLike]) -> str:
+    """The alerts this run sent and whether each landed (empty when it sent none)."""
+    if not deliveries:
+        return ""
+    lines = ["", "## Alerts", "", "| item | alert | channel | delivered | error |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {_cell(d.alert.item)} | {d.alert.kind} | {d.channel} | {'yes' if d.delivered else '**no**'} "
+        f"| {_cell(d.error)} |"
+        for d in deliveries
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from opsflow.results import RoutineResult
-from reports.summary import DeliveryLike, checks_table, summary_markdown
+from reports.summary import DeliveryLike, checks_table, deliveries_markdown, summary_markdown
 from tasks.retry import IO_RETRIES
 
 _KEY = re.compile(r"^[a-z0-9-]+$")
@@ -34,9 +34,14 @@ def artifact_key(*parts: str) -> str:
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="publish[{key}]")
-def publish_result(result: RoutineResult, key: str, deliveries: Sequence[DeliveryLike] = ()) -> None:
-    """Create the run's summary (markdown) and checks (table) artifacts."""
-    create_markdown_artifact(
-        key=key, markdown=summary_markdown(result, deliveries), description=f"{result.routine}: {result.status}"
-    )
+def publish_result(
+    result: RoutineResult, key: str, deliveries: Sequence[DeliveryLike] = (), report: str | None = None
+) -> None:
+    """Create the run's summary (markdown) and checks (table) artifacts.
+
+    ``report`` replaces the generic summary with a routine's own (the drill report); the
+    alerts section is appended either way.
+    """
+    markdown = summary_markdown(result, deliveries) if report is None else report + deliveries_markdown(deliveries)
+    create_markdown_artifact(key=key, markdown=markdown, description=f"{result.routine}: {result.status}")
     create_table_artifact(key=f"{key}-checks", table=checks_table(result), description=f"{result.routine} checks")

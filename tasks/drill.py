@@ -1227,11 +1227,3 @@ def validate_task(target: Target, drill: Drill) -> Validation:
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="teardown[{plan.scratch}]")
 def teardown_task(plan: TargetPlan, keep: bool) -> Teardown:
     return finish_target(plan, keep)
-
-
-@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="publish-report[{key}]")
-def publish_report_task(key: str, markdown: str, description: str) -> None:
-    """The drill report (markdown) under the database's stable artifact key."""
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(key=key, markdown=markdown, description=description)
