@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "probes": "bench.probes",
     "checksum": "bench.checksum",
     "drill-rto": "bench.drill_rto",
+    "sla-report": "bench.sla_report",
 }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 ROUTINES: dict[str, str] = {
     "backup-verification": "flows.backup_verification:backup_verification",
     "uptime-probe": "flows.uptime_probe:uptime_probe",
+    "sla-report": "flows.sla_report:sla_report",
 }
 
 # Flows with a command of their own rather than `opsflow run` (`opsflow drill`): flow name -> "module:flow function"

@@ -26,10 +26,11 @@ from flows._routine import AsOf, ConfigPath, current_flow_run_id, finish, resolv
 from opsflow.errors import StoreUnavailable
 from opsflow.results import Item, RoutineResult
 from tasks.routine import load_routine_config, open_store
+from tasks.sla import burn_rate_checks, refresh_rollups_task
 from tasks.uptime import probe_services, spool_probe_results, store_probe_results, track_incidents
 
 ROUTINE = "uptime-probe"
-ALERTING_CHECKS = ("incident", "tls")
+ALERTING_CHECKS = ("incident", "tls")  # plus burn_rate, added below
 
 
 @flow(name=ROUTINE, description="Probe every service; store every result; open and close incidents.")
@@ -41,11 +42,22 @@ def uptime_probe(as_of: AsOf = None, config_path: ConfigPath = None) -> State[An
         spooled = spool_probe_results(outcomes)
         raise StoreUnavailable(f"ops store unreachable: {spooled} probe results spooled for the next run")
     store = opened.result()
-    store_probe_results(store, outcomes)
+    written = store_probe_results(store, outcomes)
+    # The SLA report's hourly rollups of the hours these results (spooled ones included) touch.
+    refresh_rollups_task(store, config, written)
     items = track_incidents(store, config, outcomes)
     now = resolve_now(as_of)
     result = RoutineResult(routine=ROUTINE, as_of=now, flow_run_id=current_flow_run_id(), items=items)
     # Pages follow incidents (failure_threshold) and certificate expiry, not every failed probe.
-    alert_items = [Item(name=i.name, checks=[c for c in i.checks if c.check in ALERTING_CHECKS]) for i in items]
+    # Error-budget burn rates (SRE workbook multiwindow): a page rule is a fail (pages), the ticket rule a warn.
+    burning = burn_rate_checks(store, config, now)
+    alert_items = [
+        Item(
+            name=i.name,
+            checks=[c for c in i.checks if c.check in ALERTING_CHECKS]
+            + ([burning[i.name]] if i.name in burning else []),
+        )
+        for i in items
+    ]
     alert_view = RoutineResult(routine=ROUTINE, as_of=now, flow_run_id=result.flow_run_id, items=alert_items)
     return finish(result, config, store, key=ROUTINE, alert_on=alert_view)

@@ -65,7 +65,12 @@ def cmd_probes_import(args: argparse.Namespace) -> int:
     unknown = sorted({row.service for row in rows} - known)
     if known and unknown:
         log.warning("importing history of services not in the config: %s", ", ".join(unknown))
-    count = OpsStore.open(config).write_probe_results(rows)
+    store = OpsStore.open(config)
+    count = store.write_probe_results(rows)
+    # The SLA report's rollups of the hours the imported rows touch.
+    from tasks.sla import refresh_rollups_for_rows
+
+    refresh_rollups_for_rows(store, config, [(row.service, row.checked_at) for row in rows])
     print(f"{args.file}: {count.rows} probe results read, {count.inserted} new, {count.unchanged} already stored")
     return EXIT_OK
 
@@ -102,8 +107,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     config_path = str(path.resolve()) if path.exists() else None
     from flows.registry import load_routine
 
-    state = load_routine(args.routine)(as_of=as_of, config_path=config_path, return_state=True)
+    extra: dict[str, Any] = {}
+    if args.period is not None and args.routine != "sla-report":
+        raise UsageError(f"--period is only for sla-report, not {args.routine}")
+    if args.routine == "sla-report":
+        from datetime import UTC
+
+        from tasks.periods import PeriodError, parse_period
+
+        extra["period"] = args.period or "day"
+        try:  # refused before anything runs (exit 2)
+            parse_period(extra["period"], as_of or datetime.now(UTC), config.tzinfo)
+        except PeriodError as exc:
+            raise UsageError(f"--period: {exc}") from None
+    state = load_routine(args.routine)(as_of=as_of, config_path=config_path, return_state=True, **extra)
     return report_routine(args.routine, state, as_json=args.json)
+
+
+def cmd_sla_rebuild_rollups(args: argparse.Namespace) -> int:
+    """Rebuild the SLA report's hourly and daily rollups from the raw probe results."""
+    from opsflow.store import OpsStore
+    from tasks.sla import rebuild_rollups
+
+    config = _config_from(args)
+    hours = rebuild_rollups(OpsStore.open(config), config)
+    print(f"SLA rollups rebuilt: {hours} service-hours")
+    return EXIT_OK
 
 
 def report_routine(routine: str, state: Any, as_json: bool) -> int:
@@ -362,9 +391,20 @@ def build_parser() -> argparse.ArgumentParser:
     run_routine = commands.add_parser("run", help="run one routine now, as a Prefect flow run")
     run_routine.add_argument("routine", choices=sorted(ROUTINES), metavar="ROUTINE", help=", ".join(sorted(ROUTINES)))
     run_routine.add_argument("--as-of", metavar="TIME", help="ISO 8601 instant to treat as now (past or future)")
+    run_routine.add_argument(
+        "--period",
+        metavar="P",
+        help="sla-report only: day, week, month, YYYY-MM or FROM..TO (default: day, the last complete one)",
+    )
     run_routine.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     _add_config_option(run_routine)
     run_routine.set_defaults(handler=cmd_run)
+
+    sla = commands.add_parser("sla", help="SLA report maintenance")
+    sla_actions = sla.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sla_rebuild = sla_actions.add_parser("rebuild-rollups", help="rebuild the hourly/daily rollups from raw rows")
+    _add_config_option(sla_rebuild)
+    sla_rebuild.set_defaults(handler=cmd_sla_rebuild_rollups)
 
     drill = commands.add_parser("drill", help="a DR drill of one database now (or, with --remote, on the server)")
     drill.add_argument("database", metavar="DATABASE", help="a database named under databases: in the config")

@@ -137,15 +137,28 @@ def probe_services(services: list[Service], deadline: float | None = None) -> li
     return asyncio.run(probe_all(services, deadline))
 
 
-def write_with_spool(store: OpsStore, outcomes: Sequence[ProbeOutcome], spool: ProbeSpool) -> ImportCount:
-    """Write earlier spooled results and these in one COPY; the spool empties only after the commit."""
+def write_with_spool(
+    store: OpsStore,
+    outcomes: Sequence[ProbeOutcome],
+    spool: ProbeSpool,
+    written: list[tuple[str, datetime]] | None = None,
+) -> ImportCount:
+    """Write earlier spooled results and these in one COPY; the spool empties only after the commit.
+    ``written`` collects ``(service, checked_at)`` of every row written (the SLA rollups follow them)."""
     with spool.pending() as spooled:
-        return store.write_probe_results([*spooled, *(o.row() for o in outcomes)])
+        rows = [*spooled, *(o.row() for o in outcomes)]
+        count = store.write_probe_results(rows)
+        if written is not None:
+            written.extend((r.service, r.checked_at) for r in rows)
+        return count
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE)
-def store_probe_results(store: OpsStore, outcomes: list[ProbeOutcome]) -> ImportCount:
-    return write_with_spool(store, outcomes, probe_spool())
+def store_probe_results(store: OpsStore, outcomes: list[ProbeOutcome]) -> list[tuple[str, datetime]]:
+    """Write the results (and spooled ones); return ``(service, checked_at)`` of every row written."""
+    written: list[tuple[str, datetime]] = []
+    write_with_spool(store, outcomes, probe_spool(), written)
+    return written
 
 
 @task(cache_policy=NO_CACHE)

@@ -1,0 +1,71 @@
+"""SLA report — daily, weekly (Monday) and monthly (1st): availability, latency, error budget, incidents.
+
+For the period (``day``, ``week``, ``month``, ``YYYY-MM`` or ``FROM..TO`` in the
+config's timezone; a named period is the last complete one before ``as_of``),
+computes per service in PostgreSQL (``tasks/sla.py``): up/down/maintenance/
+no_data seconds, availability and coverage, error budget and what is left of
+it, latency p50/p95/p99 of successful probes, incidents and MTTR, and the same
+for the previous period of the same length, for comparison. Checks
+``availability`` (vs ``slo.availability``) and ``latency_p95`` (vs
+``slo.latency_p95`` when set).
+
+Result: stored under the period's label as scope (and as a new revision in
+``opsflow.sla_reports``: a month's earlier reports are kept), a CSV under
+``reports/out`` (``reports.monthly.out_dir``), markdown + table artifacts under
+``sla-report-<period kind>``. Every report states the rules and the coverage.
+
+Schedule (``prefect.yaml``): ``daily`` at 06:00 (yesterday), ``weekly`` on Mondays at 06:30 (last
+ISO week), ``monthly`` on the 1st at 07:00 (last month); cron in the timezone of the
+deployment, which should be the config's ``timezone``. Needs: the ops store.
+
+    opsflow run sla-report --period 2026-10 [--as-of ...] [--json]
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import State
+from pydantic import Field
+
+from flows._routine import AsOf, ConfigPath, current_flow_run_id, finish, resolve_now
+from opsflow.results import RoutineResult
+from tasks.periods import parse_period, previous_period
+from tasks.routine import load_routine_config, open_store
+from tasks.sla import build_items, compute_sla_task, report_markdown, report_rows, save_revision, write_csv_task
+
+ROUTINE = "sla-report"
+
+PeriodParam = Annotated[
+    str, Field(description="day, week, month, YYYY-MM or FROM..TO (ISO instants or dates, TO exclusive).")
+]
+OutDir = Annotated[
+    str | None, Field(description="Where the CSV goes; empty means reports.monthly.out_dir or reports/out.")
+]
+
+
+@flow(name=ROUTINE, description="SLA per service for a period: availability, latency, error budget, incidents.")
+def sla_report(
+    period: PeriodParam = "day", as_of: AsOf = None, config_path: ConfigPath = None, out_dir: OutDir = None
+) -> State[Any]:
+    config = load_routine_config(config_path)
+    now = resolve_now(as_of)
+    chosen = parse_period(period, now, config.tzinfo)
+    before = previous_period(chosen, config.tzinfo)
+    store = open_store(config)
+    current = compute_sla_task.with_options(task_run_name=f"sla[{chosen.label}]")(store, config, chosen)
+    previous = compute_sla_task.with_options(task_run_name=f"sla[{before.label}]")(store, config, before)
+    result = RoutineResult(
+        routine=ROUTINE, as_of=now, flow_run_id=current_flow_run_id(), items=build_items(config, current, previous)
+    )
+    target = out_dir or (config.reports.monthly.out_dir if config.reports.monthly else "reports/out")
+    write_csv_task(result, chosen, target)
+    save_revision(store, result, chosen)
+    key = f"{ROUTINE}-{chosen.kind}"
+    create_markdown_artifact(
+        key=f"{key}-report", markdown=report_markdown(result, chosen, config.timezone), description=chosen.label
+    )
+    create_table_artifact(key=f"{key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
+    return finish(result, config, store, key=key, scope=chosen.label)

@@ -1,0 +1,502 @@
+"""The SLA report's work (SPEC §5 sla-report, §6): per-service figures, checks, rendering inputs.
+
+Plain functions first (``compute_sla``), thin ``@task`` wrappers below. The
+figures come from PostgreSQL (``tasks/sla_store.py``): hourly rollups for whole
+hours outside maintenance, raw rows for the rest, so they equal the raw-row answer.
+
+Rules, as stated in every report (``RULES``):
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from opsflow.config import Config, Service
+from opsflow.results import Check, Item, RoutineResult, format_instant
+from opsflow.store import OpsStore
+from opsflow.units import format_duration
+from tasks import sla_store
+from tasks.periods import Period
+from tasks.retry import IO_RETRIES
+
+RULES = [
+    "A probe result at time t covers [t, t + interval) of its service; when the next result comes sooner, "
+    "it covers until the next result (no second is counted twice).",
+    "Up time is covered by successful results, down time by failed ones; time covered by no result is no_data; "
+    "time inside a maintenance window of the service is maintenance (neither up, down nor no_data).",
+    "availability_pct = 100 * up / (up + down); error budget = (1 - slo) * (up + down); "
+    "error_budget_remaining_pct = 100 * (1 - down / budget) (negative when overspent).",
+    "Latency percentiles are over successful results outside maintenance, linear interpolation between closest "
+    "ranks, read from log-scale histogram buckets (within 1% of the exact value).",
+    "An incident opens at the first of failure_threshold consecutive failures and closes at the next success; "
+    "results inside maintenance are skipped when counting; a gap in the data does not break a run; only results "
+    "inside the period count, and an incident still open at the period's end is counted until the end. "
+    "MTTR is the mean incident length.",
+    "coverage_pct = 100 * (up + down) / (period - maintenance).",
+]
+PERCENTILES = (50.0, 95.0, 99.0)
+
+Window = tuple[datetime, datetime]
+
+
+def merged_maintenance(config: Config, service: str, period: Period) -> list[Window]:
+    """The service's maintenance windows clipped to the period and merged (disjoint, sorted)."""
+    clipped = sorted(
+        (max(w.start, period.start), min(w.end, period.end))
+        for w in config.maintenance_for(service)
+        if w.start < period.end and w.end > period.start
+    )
+    merged: list[Window] = []
+    for start, end in clipped:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def outside(period: Period, windows: Sequence[Window]) -> list[Window]:
+    """The period minus the (merged) windows."""
+    ranges: list[Window] = []
+    cursor = period.start
+    for start, end in windows:
+        if start > cursor:
+            ranges.append((cursor, start))
+        cursor = max(cursor, end)
+    if cursor < period.end:
+        ranges.append((cursor, period.end))
+    return ranges
+
+
+Span = tuple[str, datetime, datetime, float]
+
+
+def split_days(spans: Sequence[Span]) -> tuple[list[Span], list[Span]]:
+    """Whole UTC days of hour spans go to day spans; the hours around them stay hour spans."""
+    hours: list[Span] = []
+    days: list[Span] = []
+    for name, h0, h1, iv in spans:
+        d0, d1 = sla_store.ceil_day(h0), sla_store.floor_day(h1)
+        if d1 <= d0:
+            hours.append((name, h0, h1, iv))
+            continue
+        if h0 < d0:
+            hours.append((name, h0, d0, iv))
+        days.append((name, d0, d1, iv))
+        if d1 < h1:
+            hours.append((name, d1, h1, iv))
+    return hours, days
+
+
+def split_ranges(
+    name: str, interval: float, ranges: Sequence[Window], use_rollups: bool
+) -> tuple[list[tuple[str, datetime, datetime, float]], list[tuple[str, datetime, datetime, float]]]:
+    """Whole UTC hours of each range go to rollup spans, the partial hours at its edges to raw pieces."""
+    spans: list[tuple[str, datetime, datetime, float]] = []
+    pieces: list[tuple[str, datetime, datetime, float]] = []
+    for a, b in ranges:
+        h0, h1 = sla_store.ceil_hour(a), sla_store.floor_hour(b)
+        if not use_rollups or h1 <= h0:
+            pieces.append((name, a, b, interval))
+            continue
+        if a < h0:
+            pieces.append((name, a, h0, interval))
+        spans.append((name, h0, h1, interval))
+        if h1 < b:
+            pieces.append((name, h1, b, interval))
+    return spans, pieces
+
+
+def percentile_from_histogram(histogram: dict[int, int], pct: float) -> float | None:
+    """numpy's linear interpolation between closest ranks, each rank read as its bucket's value."""
+    total = sum(histogram.values())
+    if total == 0:
+        return None
+    position = pct / 100 * (total - 1)
+    lower = math.floor(position)
+    fraction = position - lower
+    ordered = sorted(histogram.items())
+
+    def value_at(rank: int) -> float:
+        seen = 0
+        for bucket, count in ordered:
+            seen += count
+            if rank < seen:
+                return float(0.001 * 1.018 ** (bucket + 0.5))
+        return float(0.001 * 1.018 ** (ordered[-1][0] + 0.5))
+
+    low = value_at(lower)
+    if fraction == 0:
+        return low
+    return low + fraction * (value_at(lower + 1) - low)
+
+
+@dataclass
+class ServiceSla:
+    name: str
+    metrics: dict[str, Any]
+    checks: list[Check]
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def service_metrics(
+    service: Service,
+    period: Period,
+    figures: sla_store.Figures,
+    maintenance_seconds: float,
+) -> dict[str, Any]:
+    up, down = figures.up, figures.down
+    measured = up + down
+    in_scope = period.seconds - maintenance_seconds
+    slo = service.slo.availability
+    budget = (1 - slo / 100) * measured
+    availability = 100 * up / measured if measured else None
+    if measured == 0:
+        remaining = None
+    elif budget == 0:
+        remaining = 100.0 if down == 0 else -math.inf
+    else:
+        remaining = 100 * (1 - down / budget)
+    incidents = []
+    for start, end in figures.incidents:
+        stop = end or period.end
+        incidents.append(
+            {
+                "start": format_instant(start),
+                "end": format_instant(end) if end else None,
+                "seconds": round((stop - start).total_seconds(), 3),
+            }
+        )
+    mttr = sum(i["seconds"] for i in incidents) / len(incidents) if incidents else None
+    p50, p95, p99 = (percentile_from_histogram(figures.histogram, p) for p in PERCENTILES)
+    return {
+        "availability_pct": _pct(availability),
+        "slo_availability_pct": slo,
+        "up_seconds": round(up, 3),
+        "down_seconds": round(down, 3),
+        "maintenance_seconds": round(maintenance_seconds, 3),
+        "no_data_seconds": round(max(0.0, in_scope - measured), 3),
+        "coverage_pct": _pct(100 * measured / in_scope if in_scope else None),
+        "error_budget_seconds": round(budget, 3),
+        "error_budget_remaining_pct": _pct(remaining) if remaining is None or math.isfinite(remaining) else None,
+        "latency_p50_ms": None if p50 is None else round(p50, 3),
+        "latency_p95_ms": None if p95 is None else round(p95, 3),
+        "latency_p99_ms": None if p99 is None else round(p99, 3),
+        "latency_samples": sum(figures.histogram.values()),
+        "incidents": incidents,
+        "mttr_seconds": None if mttr is None else round(mttr, 3),
+    }
+
+
+def service_checks(service: Service, metrics: dict[str, Any]) -> list[Check]:
+    checks: list[Check] = []
+    slo = service.slo.availability
+    availability = metrics["availability_pct"]
+    if availability is None:
+        checks.append(Check(check="availability", status="warn", detail="no data in the period", expected=slo))
+    else:
+        status = "ok" if availability >= slo else "fail"
+        checks.append(
+            Check(
+                check="availability",
+                status=status,
+                detail=f"{availability:.3f}% available, SLO {slo:g}%, coverage {metrics['coverage_pct']:.2f}%",
+                observed=availability,
+                expected=slo,
+            )
+        )
+    if service.slo.latency_p95 is not None:
+        limit_ms = service.slo.latency_p95 * 1000
+        p95 = metrics["latency_p95_ms"]
+        if p95 is None:
+            checks.append(
+                Check(check="latency_p95", status="warn", detail="no successful probe in the period", expected=limit_ms)
+            )
+        else:
+            checks.append(
+                Check(
+                    check="latency_p95",
+                    status="ok" if p95 <= limit_ms else "fail",
+                    detail=f"p95 {p95:.1f}ms, limit {format_duration(service.slo.latency_p95)}",
+                    observed=p95,
+                    expected=limit_ms,
+                )
+            )
+    return checks
+
+
+def compute_sla(store: OpsStore, config: Config, period: Period, use_rollups: bool = True) -> dict[str, dict[str, Any]]:
+    """Every configured service's metrics for ``period`` (by service name)."""
+    spans: list[tuple[str, datetime, datetime, float]] = []
+    pieces: list[tuple[str, datetime, datetime, float]] = []
+    maintenance: dict[str, float] = {}
+    all_windows: list[tuple[str, datetime, datetime]] = []
+    for service in config.services:
+        windows = merged_maintenance(config, service.name, period)
+        maintenance[service.name] = sum((e - s).total_seconds() for s, e in windows)
+        all_windows += [(service.name, s, e) for s, e in windows]
+        s, p = split_ranges(service.name, service.interval, outside(period, windows), use_rollups)
+        spans += s
+        pieces += p
+    thresholds = {s.name: s.failure_threshold for s in config.services}
+    spans, days = split_days(spans)
+    with store.connection() as conn:
+        sla_store.ensure_rollups(conn, spans)
+        sla_store.ensure_daily(conn, days)
+    with store.connection() as conn, store.connection() as second:
+        figures = sla_store.read_figures(
+            conn, spans, pieces, thresholds, period.start, period.end, all_windows, days, latency_conn=second
+        )
+    return {s.name: service_metrics(s, period, figures[s.name], maintenance[s.name]) for s in config.services}
+
+
+COMPARED = ("availability_pct", "coverage_pct", "down_seconds", "latency_p95_ms", "mttr_seconds")
+
+
+def build_items(
+    config: Config, current: dict[str, dict[str, Any]], previous: dict[str, dict[str, Any]] | None
+) -> list[Item]:
+    items = []
+    for service in config.services:
+        metrics = dict(current[service.name])
+        if previous is not None:
+            before = previous.get(service.name, {})
+            metrics["previous"] = {key: before.get(key) for key in COMPARED}
+            metrics["previous"]["incidents"] = len(before.get("incidents") or [])
+            for key in COMPARED:
+                now_value, then_value = metrics.get(key), before.get(key)
+                metrics[f"{key}_change"] = (
+                    None if now_value is None or then_value is None else round(now_value - then_value, 6)
+                )
+        items.append(Item(name=service.name, checks=service_checks(service, metrics), metrics=metrics))
+    return items
+
+
+# -- outputs -----------------------------------------------------------------------------------
+
+CSV_COLUMNS = (
+    "service",
+    "status",
+    "availability_pct",
+    "slo_availability_pct",
+    "up_seconds",
+    "down_seconds",
+    "maintenance_seconds",
+    "no_data_seconds",
+    "coverage_pct",
+    "error_budget_seconds",
+    "error_budget_remaining_pct",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "incident_count",
+    "mttr_seconds",
+)
+
+
+def report_rows(result: RoutineResult) -> list[dict[str, Any]]:
+    return [
+        {
+            "service": item.name,
+            "status": item.status,
+            **{k: item.metrics.get(k) for k in CSV_COLUMNS[2:] if k != "incident_count"},
+            "incident_count": len(item.metrics.get("incidents") or []),
+        }
+        for item in result.items
+    ]
+
+
+def write_csv(result: RoutineResult, period: Period, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safe = period.label.replace(":", "").replace("..", "_to_").replace("/", "-")
+    path = out_dir / f"sla-{period.kind}-{safe}.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
+        writer.writeheader()
+        for row in report_rows(result):
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return path
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def report_markdown(result: RoutineResult, period: Period, timezone: str) -> str:
+    lines = [
+        f"# SLA report {period.label} ({period.kind}): {result.status.upper()}",
+        "",
+        f"Period [{format_instant(period.start)}, {format_instant(period.end)}) in {timezone}, "
+        f"{period.seconds:.0f} s · as of {format_instant(result.as_of)}",
+        "",
+        "| service | status | availability % | SLO % | coverage % | up s | down s | maintenance s | no data s "
+        "| budget left % | p50 ms | p95 ms | p99 ms | incidents | MTTR s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for item in result.items:
+        m = item.metrics
+        lines.append(
+            f"| {item.name} | {item.status} | {_fmt(m['availability_pct'])} | {_fmt(m['slo_availability_pct'])} "
+            f"| {_fmt(m['coverage_pct'], 2)} | {_fmt(m['up_seconds'], 0)} | {_fmt(m['down_seconds'], 0)} "
+            f"| {_fmt(m['maintenance_seconds'], 0)} | {_fmt(m['no_data_seconds'], 0)} "
+            f"| {_fmt(m['error_budget_remaining_pct'], 1)} | {_fmt(m['latency_p50_ms'], 1)} "
+            f"| {_fmt(m['latency_p95_ms'], 1)} | {_fmt(m['latency_p99_ms'], 1)} | {len(m['incidents'])} "
+            f"| {_fmt(m['mttr_seconds'], 0)} |"
+        )
+    incidents = [(item.name, i) for item in result.items for i in item.metrics["incidents"]]
+    if incidents:
+        lines += ["", "## Incidents", "", "| service | start | end | seconds |", "|---|---|---|---|"]
+        lines += [
+            f"| {n} | {i['start']} | {i['end'] or 'open at period end'} | {i['seconds']:.0f} |" for n, i in incidents
+        ]
+    lines += ["", "## Rules", ""] + [f"- {rule}" for rule in RULES]
+    return "\n".join(lines) + "\n"
+
+
+# -- tasks ---------------------------------------------------------------------------------------
+
+
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="sla[{period.label}]")
+def compute_sla_task(store: OpsStore, config: Config, period: Period) -> dict[str, dict[str, Any]]:
+    return compute_sla(store, config, period)
+
+
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="save-revision[{period.label}]")
+def save_revision(store: OpsStore, result: RoutineResult, period: Period) -> int:
+    with store.connection() as conn:
+        return sla_store.save_report_revision(
+            conn,
+            period.label,
+            period.kind,
+            period.start,
+            period.end,
+            result.as_of,
+            result.flow_run_id,
+            result.to_json(),
+        )
+
+
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="csv[{period.label}]")
+def write_csv_task(result: RoutineResult, period: Period, out_dir: str) -> str:
+    return str(write_csv(result, period, Path(out_dir)))
+
+
+@task(**IO_RETRIES, cache_policy=NO_CACHE)
+def refresh_rollups_task(store: OpsStore, config: Config, checked: list[tuple[str, datetime]]) -> None:
+    """Incremental rollup fill after a probe run."""
+    with store.connection() as conn:
+        sla_store.refresh_after_write(conn, {s.name: s.interval for s in config.services}, checked)
+
+
+def rebuild_rollups(store: OpsStore, config: Config) -> int:
+    """Rebuild every configured service's hourly rollups from raw rows; return the hours written."""
+    with store.connection() as conn:
+        row = conn.execute("select min(checked_at), max(checked_at) from opsflow.probe_results").fetchone()
+        if row is None or row[0] is None:
+            return 0
+        services = [(s.name, s.interval) for s in config.services]
+        conn.execute("delete from opsflow.probe_hourly")
+        sla_store.refresh_rollups(conn, services, row[0], row[1] + sla_store.HOUR)
+        count = conn.execute("select count(*) from opsflow.probe_hourly").fetchone()
+    return int(count[0]) if count else 0
+
+
+def result_json(result: RoutineResult) -> dict[str, Any]:
+    return json.loads(result.to_json())  # type: ignore[no-any-return]
+
+
+# -- burn-rate alerts (SRE workbook: multiwindow, multi-burn-rate) ------------------------------
+
+#: A window less than half measured is not judged (one failed probe of a new service is not a page).
+MIN_WINDOW_COVERAGE = 0.5
+BURN_WINDOWS: dict[str, float] = {"5m": 300, "30m": 1800, "1h": 3600, "6h": 21600, "3d": 259200}
+#: (severity, long window, short window, burn rate above which both must be)
+BURN_RULES: tuple[tuple[str, str, str, float], ...] = (
+    ("page", "1h", "5m", 14.4),
+    ("page", "6h", "30m", 6.0),
+    ("ticket", "3d", "6h", 1.0),
+)
+
+
+def burn_rates(store: OpsStore, config: Config, now: datetime) -> dict[str, dict[str, float | None]]:
+    """Each service's error-budget burn rate per window ending at ``now``: (down / (up + down)) / (1 - slo),
+    maintenance taken out; None when less than half the window is measured."""
+    from datetime import timedelta
+
+    rates: dict[str, dict[str, float | None]] = {s.name: {} for s in config.services}
+    for label, seconds in BURN_WINDOWS.items():
+        window = Period("range", label, now - timedelta(seconds=seconds), now)
+        spans: list[tuple[str, datetime, datetime, float]] = []
+        pieces: list[tuple[str, datetime, datetime, float]] = []
+        for service in config.services:
+            ranges = outside(window, merged_maintenance(config, service.name, window))
+            s, p = split_ranges(service.name, service.interval, ranges, use_rollups=True)
+            spans += s
+            pieces += p
+        spans, days = split_days(spans)
+        with store.connection() as conn:
+            sla_store.ensure_rollups(conn, spans)
+            sla_store.ensure_daily(conn, days)
+            figures = sla_store.up_down(conn, [s.name for s in config.services], spans, pieces, days)
+        for service in config.services:
+            f = figures[service.name]
+            allowed = 1 - service.slo.availability / 100
+            measured = f.up + f.down
+            if measured < MIN_WINDOW_COVERAGE * seconds:
+                # Too little data to judge (a fresh service, a long outage of the prober itself).
+                rates[service.name][label] = None
+            elif allowed <= 0:
+                rates[service.name][label] = math.inf if f.down else 0.0
+            else:
+                rates[service.name][label] = (f.down / measured) / allowed
+    return rates
+
+
+def burn_check(rates: dict[str, float | None]) -> Check:
+    """``burn_rate``: ``fail`` (pages) on a page rule, ``warn`` (Slack/webhook ticket) on the ticket rule."""
+
+    def above(window: str, limit: float) -> bool:
+        value = rates.get(window)
+        return value is not None and value > limit
+
+    shown = ", ".join(f"{w} {'—' if v is None else f'{v:.1f}x'}" for w, v in rates.items())
+    for severity, long_w, short_w, limit in BURN_RULES:
+        if above(long_w, limit) and above(short_w, limit):
+            status = "fail" if severity == "page" else "warn"
+            return Check(
+                check="burn_rate",
+                status=status,
+                detail=f"{severity}: error budget burning over {limit:g}x in {long_w} and {short_w} ({shown})",
+                observed={k: (None if v is None or not math.isfinite(v) else round(v, 3)) for k, v in rates.items()},
+                expected=limit,
+            )
+    return Check(check="burn_rate", status="ok", detail=f"burn rates {shown}")
+
+
+@task(**IO_RETRIES, cache_policy=NO_CACHE)
+def burn_rate_checks(store: OpsStore, config: Config, now: datetime) -> dict[str, Check]:
+    """Each service's ``burn_rate`` check after a probe run."""
+    return {name: burn_check(rates) for name, rates in burn_rates(store, config, now).items()}
+
+
+def refresh_rollups_for_rows(store: OpsStore, config: Config, checked: list[tuple[str, datetime]]) -> None:
+    """After an import: refresh the rollups of the hours the rows touch (configured services only)."""
+    with store.connection() as conn:
+        sla_store.refresh_after_write(conn, {s.name: s.interval for s in config.services}, checked)
