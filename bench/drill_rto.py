@@ -38,7 +38,7 @@ import yaml
 from psycopg import sql
 
 from bench.common import BenchResult
-from opsflow.embedded import EmbeddedPostgres, client_bin
+from opsflow.embedded import EmbeddedPostgres, client_bin, pg_restore_command
 
 FULL_ROWS = 3_000_000
 QUICK_ROWS = 600_000
@@ -91,17 +91,7 @@ def _bare_restore(dump: Path, workdir: Path) -> float:
     server = EmbeddedPostgres.start(workdir / "baseline-pg", keep_running=False)
     try:
         url = server.ensure_database("baseline")
-        command = [
-            str(client_bin("pg_restore")),
-            "-j",
-            "2",
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "-d",
-            url,
-            str(dump),
-        ]
+        command = pg_restore_command(url, dump, jobs=2)  # the same flags the drill uses
         started = time.perf_counter()
         subprocess.run(command, check=True)
         return time.perf_counter() - started

@@ -45,6 +45,22 @@ def client_bin(name: str) -> Path:
     return path
 
 
+def pg_restore_command(database: str, archive: Path, jobs: int) -> list[str]:
+    """``pg_restore`` of ``archive`` into ``database`` (a URL or conninfo): ``jobs`` in parallel, owner- and
+    privilege-neutral (a scratch target has none of production's roles), stopping at the first error."""
+    return [
+        str(client_bin("pg_restore")),
+        "--no-owner",
+        "--no-privileges",
+        "--exit-on-error",
+        "-j",
+        str(jobs),
+        "-d",
+        database,
+        str(archive),
+    ]
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL server running from a data directory of ours."""

@@ -45,7 +45,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from opsflow.config import BackupSet, Retention, Storage
-from opsflow.embedded import EmbeddedPostgres, client_bin
+from opsflow.embedded import EmbeddedPostgres, client_bin, pg_restore_command
 from opsflow.redact import redact
 from opsflow.results import Check, Item, worst
 from opsflow.store import OpsStore
@@ -268,17 +268,7 @@ def restore_into_scratch(path: Path, name: str, workdir: Path, jobs: int = 2) ->
     server = EmbeddedPostgres.start(workdir / "restore-pg", keep_running=False)
     try:
         url = server.ensure_database("restore_test")
-        command = [
-            str(client_bin("pg_restore")),
-            "--no-owner",
-            "--no-privileges",
-            "--exit-on-error",
-            "-j",
-            str(jobs),
-            "-d",
-            url,
-            str(path),
-        ]
+        command = pg_restore_command(url, path, jobs)
         ok, error = _run_reader(command, "pg_restore")
         if not ok:
             return _check("restore", "fail", f"{name}: restore failed: {error}")

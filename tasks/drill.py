@@ -64,7 +64,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from opsflow.config import BackupSet, Config, Database, Drill, SqlCheck, Storage, TableCheck, resolve_secret
-from opsflow.embedded import EmbeddedPostgres, client_bin, url_with_database
+from opsflow.embedded import EmbeddedPostgres, client_bin, pg_restore_command, url_with_database
 from opsflow.errors import RoutineIncomplete, UsageError
 from opsflow.redact import redact
 from opsflow.results import Check, Item, format_instant
@@ -535,17 +535,7 @@ def restore_backup(target: Target, path: Path, name: str, jobs: int, timeout: fl
         return Restored(check, Phase.since("restore", started))
     parallel = jobs if archive_format in ("custom", "directory") else 1  # pg_restore -j needs a seekable format
     conninfo, env = _libpq(target.url)
-    command = [
-        str(client_bin("pg_restore")),
-        "--no-owner",
-        "--no-privileges",
-        "--exit-on-error",
-        "-j",
-        str(parallel),
-        "-d",
-        conninfo,
-        str(path),
-    ]
+    command = pg_restore_command(conninfo, path, parallel)
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
