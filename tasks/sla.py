@@ -78,43 +78,14 @@ def outside(period: Period, windows: Sequence[Window]) -> list[Window]:
     return ranges
 
 
-Span = tuple[str, datetime, datetime, float]
-
-
-def split_days(spans: Sequence[Span]) -> tuple[list[Span], list[Span]]:
-    """Whole UTC days of hour spans go to day spans; the hours around them stay hour spans."""
-    hours: list[Span] = []
-    days: list[Span] = []
-    for name, h0, h1, iv in spans:
-        d0, d1 = sla_store.ceil_day(h0), sla_store.floor_day(h1)
-        if d1 <= d0:
-            hours.append((name, h0, h1, iv))
-            continue
-        if h0 < d0:
-            hours.append((name, h0, d0, iv))
-        days.append((name, d0, d1, iv))
-        if d1 < h1:
-            hours.append((name, d1, h1, iv))
-    return hours, days
-
-
-def split_ranges(
-    name: str, interval: float, ranges: Sequence[Window], use_rollups: bool
-) -> tuple[list[tuple[str, datetime, datetime, float]], list[tuple[str, datetime, datetime, float]]]:
-    """Whole UTC hours of each range go to rollup spans, the partial hours at its edges to raw pieces."""
-    spans: list[tuple[str, datetime, datetime, float]] = []
-    pieces: list[tuple[str, datetime, datetime, float]] = []
-    for a, b in ranges:
-        h0, h1 = sla_store.ceil_hour(a), sla_store.floor_hour(b)
-        if not use_rollups or h1 <= h0:
-            pieces.append((name, a, b, interval))
-            continue
-        if a < h0:
-            pieces.append((name, a, h0, interval))
-        spans.append((name, h0, h1, interval))
-        if h1 < b:
-            pieces.append((name, h1, b, interval))
-    return spans, pieces
+def service_ranges(config: Config, period: Period) -> tuple[list[sla_store.Span], dict[str, list[Window]]]:
+    """Every service's stretches of ``period`` outside its maintenance, and its merged windows."""
+    ranges: list[sla_store.Span] = []
+    windows: dict[str, list[Window]] = {}
+    for service in config.services:
+        windows[service.name] = merged_maintenance(config, service.name, period)
+        ranges += [(service.name, a, b, service.interval) for a, b in outside(period, windows[service.name])]
+    return ranges, windows
 
 
 def percentile_from_histogram(histogram: dict[int, int], pct: float) -> float | None:
@@ -240,26 +211,17 @@ def service_checks(service: Service, metrics: dict[str, Any]) -> list[Check]:
 
 def compute_sla(store: OpsStore, config: Config, period: Period, use_rollups: bool = True) -> dict[str, dict[str, Any]]:
     """Every configured service's metrics for ``period`` (by service name)."""
-    spans: list[tuple[str, datetime, datetime, float]] = []
-    pieces: list[tuple[str, datetime, datetime, float]] = []
-    maintenance: dict[str, float] = {}
-    all_windows: list[tuple[str, datetime, datetime]] = []
-    for service in config.services:
-        windows = merged_maintenance(config, service.name, period)
-        maintenance[service.name] = sum((e - s).total_seconds() for s, e in windows)
-        all_windows += [(service.name, s, e) for s, e in windows]
-        s, p = split_ranges(service.name, service.interval, outside(period, windows), use_rollups)
-        spans += s
-        pieces += p
+    ranges, windows = service_ranges(config, period)
+    plan = sla_store.plan_reads(ranges, use_rollups)
     thresholds = {s.name: s.failure_threshold for s in config.services}
-    spans, days = split_days(spans)
+    all_windows = [(name, a, b) for name, merged in windows.items() for a, b in merged]
     with store.connection() as conn:
-        sla_store.ensure_rollups(conn, spans)
-        sla_store.ensure_daily(conn, days)
+        sla_store.ensure_rollups(conn, plan)
     with store.connection() as conn, store.connection() as second:
         figures = sla_store.read_figures(
-            conn, spans, pieces, thresholds, period.start, period.end, all_windows, days, latency_conn=second
+            conn, plan, thresholds, period.start, period.end, all_windows, latency_conn=second
         )
+    maintenance = {name: sum((b - a).total_seconds() for a, b in merged) for name, merged in windows.items()}
     return {s.name: service_metrics(s, period, figures[s.name], maintenance[s.name]) for s in config.services}
 
 
@@ -406,14 +368,15 @@ def refresh_rollups_task(store: OpsStore, config: Config, checked: list[tuple[st
 
 
 def rebuild_rollups(store: OpsStore, config: Config) -> int:
-    """Rebuild every configured service's hourly rollups from raw rows; return the hours written."""
+    """Rebuild every configured service's hourly, daily and weekly rollups from raw rows; return the
+    hours written."""
     with store.connection() as conn:
         row = conn.execute("select min(checked_at), max(checked_at) from opsflow.probe_results").fetchone()
         if row is None or row[0] is None:
             return 0
         services = [(s.name, s.interval) for s in config.services]
         conn.execute("delete from opsflow.probe_hourly")
-        sla_store.refresh_rollups(conn, services, row[0], row[1] + sla_store.HOUR)
+        sla_store.rebuild(conn, services, row[0], row[1] + sla_store.HOUR)
         count = conn.execute("select count(*) from opsflow.probe_hourly").fetchone()
     return int(count[0]) if count else 0
 
@@ -443,18 +406,10 @@ def burn_rates(store: OpsStore, config: Config, now: datetime) -> dict[str, dict
     rates: dict[str, dict[str, float | None]] = {s.name: {} for s in config.services}
     for label, seconds in BURN_WINDOWS.items():
         window = Period("range", label, now - timedelta(seconds=seconds), now)
-        spans: list[tuple[str, datetime, datetime, float]] = []
-        pieces: list[tuple[str, datetime, datetime, float]] = []
-        for service in config.services:
-            ranges = outside(window, merged_maintenance(config, service.name, window))
-            s, p = split_ranges(service.name, service.interval, ranges, use_rollups=True)
-            spans += s
-            pieces += p
-        spans, days = split_days(spans)
+        plan = sla_store.plan_reads(service_ranges(config, window)[0])
         with store.connection() as conn:
-            sla_store.ensure_rollups(conn, spans)
-            sla_store.ensure_daily(conn, days)
-            figures = sla_store.up_down(conn, [s.name for s in config.services], spans, pieces, days)
+            sla_store.ensure_rollups(conn, plan)
+            figures = sla_store.up_down(conn, [s.name for s in config.services], plan)
         for service in config.services:
             f = figures[service.name]
             allowed = 1 - service.slo.availability / 100

@@ -12,7 +12,7 @@ from raw rows with the same rule, so the sum equals the raw-row answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +21,7 @@ import psycopg
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+WEEK = timedelta(weeks=1)
 
 
 @dataclass
@@ -33,8 +34,50 @@ class Figures:
     incidents: list[tuple[datetime, datetime | None]] = field(default_factory=list)
 
 
-def _add_histogram(target: dict[int, int], bucket: int, count: int) -> None:
-    target[bucket] = target.get(bucket, 0) + int(count)
+#: ``(service, start, end, interval seconds)``: a stretch of one service's time read from one source.
+Span = tuple[str, datetime, datetime, float]
+
+
+@dataclass(frozen=True)
+class Level:
+    """A source of a report's figures: a rollup table (or raw rows) and the query parameters
+    its spans are passed in (``{prefix}n``, ``{prefix}a``, ``{prefix}b``, ``{prefix}iv``)."""
+
+    table: str
+    column: str
+    prefix: str
+    unit: timedelta
+    #: What else a row must satisfy to count as complete.
+    complete: str = ""
+
+    def spans_cte(self, name: str = "spans") -> str:
+        p = self.prefix
+        columns = f"%({p}n)s::text[], %({p}a)s::timestamptz[], %({p}b)s::timestamptz[], %({p}iv)s::float8[]"
+        return f"{name} as (select * from unnest({columns}) x(service, a, b, iv))"  # noqa: S608
+
+    def params(self, spans: Sequence[Span]) -> dict[str, list[object]]:
+        p = self.prefix
+        return {
+            f"{p}n": [s[0] for s in spans],
+            f"{p}a": [s[1] for s in spans],
+            f"{p}b": [s[2] for s in spans],
+            f"{p}iv": [float(s[3]) for s in spans],
+        }
+
+
+HOURLY = Level("probe_hourly", "hour", "h", HOUR)
+DAILY = Level("probe_daily", "day", "d", DAY, complete="and r.hours = 24")
+WEEKLY = Level("probe_weekly", "week", "w", WEEK)
+RAW = Level("probe_results", "checked_at", "p", HOUR)
+
+
+def _drop(conn: psycopg.Connection, level: Level, names: Sequence[str], start: datetime, end: datetime) -> None:
+    """Delete ``level``'s rows of ``names`` in ``[start, end)``."""
+    conn.execute(
+        f"delete from opsflow.{level.table} where service = any(%s) and {level.column} >= %s"  # noqa: S608
+        f" and {level.column} < %s",
+        (list(names), start, end),
+    )
 
 
 _REFRESH = """
@@ -105,15 +148,24 @@ def refresh_rollups(
         h1 = h0 + HOUR
     # One refresher at a time (a probe run and a report may refresh the same hours at once).
     conn.execute("select pg_advisory_xact_lock(hashtext('opsflow.probe_hourly'))")
-    conn.execute(
-        "delete from opsflow.probe_hourly where service = any(%s) and hour >= %s and hour < %s",
-        ([s for s, _ in services], h0, h1),
-    )
+    _drop(conn, HOURLY, [s for s, _ in services], h0, h1)
     conn.execute(
         _REFRESH,
         {"names": [s for s, _ in services], "ivs": [float(iv) for _, iv in services], "h0": h0, "h1": h1},
     )
-    refresh_daily(conn, [s for s, _ in services], floor_day(h0), ceil_day(h1))
+    # The days and weeks over these hours are now out of date: drop them here (cheap, once a minute)
+    # and let the next report that reads them rebuild them (``ensure_rollups``).
+    names = [s for s, _ in services]
+    _drop(conn, DAILY, names, floor_day(h0), ceil_day(h1))
+    _drop(conn, WEEKLY, names, floor_week(h0), ceil_week(h1))
+
+
+def rebuild(conn: psycopg.Connection, services: Sequence[tuple[str, float]], start: datetime, end: datetime) -> None:
+    """Rebuild the hourly rollups of ``[start, end)`` from raw rows, then the days and weeks over them."""
+    refresh_rollups(conn, services, start, end)
+    names = [name for name, _ in services]
+    refresh_daily(conn, names, floor_day(start), ceil_day(end))
+    refresh_weekly(conn, names, floor_week(start), ceil_week(end))
 
 
 def floor_day(moment: datetime) -> datetime:
@@ -125,145 +177,196 @@ def ceil_day(moment: datetime) -> datetime:
     return floored if floored == moment else floored + DAY
 
 
+# Sums rollup rows into the next coarser unit: days from hours, weeks from days.
+_SUM_ROLLUPS = """
+with src as (
+    select service, date_trunc('{unit}', {source_column}, 'UTC') as {unit}, interval_s, up_seconds, down_seconds,
+           hist_buckets, hist_counts
+    from opsflow.{source}
+    where service = any(%(names)s) and {source_column} >= %(a)s and {source_column} < %(b)s {source_filter}),
+totals as (
+    select service, {unit}, min(interval_s) as interval_s, count(*) as parts,
+           sum(up_seconds) as up_seconds, sum(down_seconds) as down_seconds
+    from src group by 1, 2 having min(interval_s) = max(interval_s) {having}),
+buckets as (
+    select service, {unit}, array_agg(b order by b) as hist_buckets, array_agg(c order by b) as hist_counts
+    from (select src.service, src.{unit}, u.b, sum(u.c)::integer as c
+          from src cross join lateral unnest(src.hist_buckets, src.hist_counts) u(b, c) group by 1, 2, 3) x
+    group by 1, 2)
+insert into opsflow.{target}
+    (service, {unit}, interval_s, {parts_column}, up_seconds, down_seconds, hist_buckets, hist_counts)
+select t.service, t.{unit}, t.interval_s, t.parts, t.up_seconds, t.down_seconds,
+       coalesce(b.hist_buckets, '{{}}'), coalesce(b.hist_counts, '{{}}')
+from totals t left join buckets b using (service, {unit})
+"""
+
+
 def refresh_daily(conn: psycopg.Connection, names: Sequence[str], d0: datetime, d1: datetime) -> None:
     """Recompute the daily rollups of ``[d0, d1)`` (UTC days) from the hourly ones; a day whose hours
     were built with different intervals gets no row (the report reads its hours)."""
+    _sum_rollups(conn, DAILY, names, d0, d1)
+    _drop(conn, WEEKLY, names, floor_week(d0), ceil_week(d1))
+
+
+def floor_week(moment: datetime) -> datetime:
+    """The start (Monday 00:00 UTC) of the UTC ISO week ``moment`` is in."""
+    day = floor_day(moment)
+    return day - timedelta(days=day.weekday())
+
+
+def ceil_week(moment: datetime) -> datetime:
+    floored = floor_week(moment)
+    return floored if floored == moment else floored + WEEK
+
+
+def refresh_weekly(conn: psycopg.Connection, names: Sequence[str], w0: datetime, w1: datetime) -> None:
+    """Recompute the weekly rollups of ``[w0, w1)`` (UTC ISO weeks) from the daily ones; a week gets a
+    row only when its 7 days are complete (24 hours each) and share one interval."""
+    _sum_rollups(conn, WEEKLY, names, w0, w1)
+
+
+def _sum_rollups(conn: psycopg.Connection, target: Level, names: Sequence[str], start: datetime, end: datetime) -> None:
     conn.execute("select pg_advisory_xact_lock(hashtext('opsflow.probe_hourly'))")
-    conn.execute(
-        "delete from opsflow.probe_daily where service = any(%s) and day >= %s and day < %s", (list(names), d0, d1)
+    _drop(conn, target, names, start, end)
+    # A day sums whatever hours it has (``hours`` says how many); a week only 7 complete days.
+    source, source_filter, having, parts_column = (
+        (HOURLY, "", "", "hours") if target is DAILY else (DAILY, "and hours = 24", "and count(*) = 7", "days")
     )
-    conn.execute(
-        """with h as (
-               select service, date_trunc('day', hour, 'UTC') as day, hour, interval_s, up_seconds, down_seconds,
-                      hist_buckets, hist_counts
-               from opsflow.probe_hourly where service = any(%(names)s) and hour >= %(d0)s and hour < %(d1)s),
-           totals as (
-               select service, day, min(interval_s) as interval_s, count(*) as hours,
-                      sum(up_seconds) as up_seconds, sum(down_seconds) as down_seconds
-               from h group by 1, 2 having min(interval_s) = max(interval_s)),
-           buckets as (
-               select service, day, array_agg(b order by b) as hist_buckets, array_agg(c order by b) as hist_counts
-               from (select h.service, h.day, u.b, sum(u.c)::integer as c
-                     from h cross join lateral unnest(h.hist_buckets, h.hist_counts) u(b, c) group by 1, 2, 3) x
-               group by 1, 2)
-           insert into opsflow.probe_daily
-               (service, day, interval_s, hours, up_seconds, down_seconds, hist_buckets, hist_counts)
-           select t.service, t.day, t.interval_s, t.hours, t.up_seconds, t.down_seconds,
-                  coalesce(b.hist_buckets, '{}'), coalesce(b.hist_counts, '{}')
-           from totals t left join buckets b using (service, day)""",
-        {"names": list(names), "d0": d0, "d1": d1},
+    query = _SUM_ROLLUPS.format(
+        unit=target.column,
+        source=source.table,
+        source_column=source.column,
+        source_filter=source_filter,
+        having=having,
+        target=target.table,
+        parts_column=parts_column,
     )
+    conn.execute(query, {"names": list(names), "a": start, "b": end})
 
 
 def refresh_after_write(
     conn: psycopg.Connection, services: dict[str, float], checked: Sequence[tuple[str, datetime]]
 ) -> None:
     """Incremental fill after new results: the hours a result at t can change are those of
-    ``[t - interval, t + interval)`` (it truncates the previous result's coverage and covers forward)."""
+    ``[t - interval, t + interval)`` (it truncates the previous result's coverage and covers forward).
+    Services whose results touch the same hours are refreshed together (one statement per probe run)."""
     by_service: dict[str, list[datetime]] = {}
     for name, at in checked:
         if name in services:
             by_service.setdefault(name, []).append(at)
+    by_hours: dict[tuple[datetime, datetime], list[tuple[str, float]]] = {}
     for name, times in by_service.items():
         iv = timedelta(seconds=services[name])
-        refresh_rollups(conn, [(name, services[name])], min(times) - iv, max(times) + iv)
+        hours = (floor_hour(min(times) - iv), ceil_hour(max(times) + iv))
+        by_hours.setdefault(hours, []).append((name, services[name]))
+    for (h0, h1), group in sorted(by_hours.items()):
+        refresh_rollups(conn, group, h0, h1)
 
 
 # -- the report's reads -----------------------------------------------------------------------
 
 
-def _days_params(days: Sequence[tuple[str, datetime, datetime, float]]) -> dict[str, list[object]]:
-    return {
-        "dn": [s[0] for s in days],
-        "da": [s[1] for s in days],
-        "db": [s[2] for s in days],
-        "div": [float(s[3]) for s in days],
-    }
+@dataclass
+class ReadPlan:
+    """Where a report reads each stretch of time: whole UTC weeks, days and hours from the rollups,
+    the partial hours at the edges from raw rows. Build one with :func:`plan_reads`."""
+
+    weeks: list[Span] = field(default_factory=list)
+    days: list[Span] = field(default_factory=list)
+    hours: list[Span] = field(default_factory=list)
+    pieces: list[Span] = field(default_factory=list)
+
+    def rollups(self) -> list[tuple[Level, list[Span]]]:
+        return [(WEEKLY, self.weeks), (DAILY, self.days), (HOURLY, self.hours)]
+
+    def params(self) -> dict[str, object]:
+        merged: dict[str, object] = RAW.params(self.pieces)
+        for level, spans in self.rollups():
+            merged.update(level.params(spans))
+        return merged
 
 
-def _spans_params(spans: Sequence[tuple[str, datetime, datetime, float]]) -> dict[str, list[object]]:
-    return {
-        "sn": [s[0] for s in spans],
-        "sa": [s[1] for s in spans],
-        "sb": [s[2] for s in spans],
-        "siv": [float(s[3]) for s in spans],
-    }
+def _split(
+    span: Span, floor: Callable[[datetime], datetime], ceil: Callable[[datetime], datetime]
+) -> tuple[list[Span], list[Span]]:
+    """``span`` cut into its whole units (inner) and the stretches before and after them (outer)."""
+    name, a, b, iv = span
+    u0, u1 = ceil(a), floor(b)
+    if u1 <= u0:
+        return [], [span]
+    outer = ([(name, a, u0, iv)] if a < u0 else []) + ([(name, u1, b, iv)] if u1 < b else [])
+    return [(name, u0, u1, iv)], outer
 
 
-_SPANS = (
-    "spans as (select * from unnest(%(sn)s::text[], %(sa)s::timestamptz[], %(sb)s::timestamptz[],"
-    " %(siv)s::float8[]) x(service, a, b, iv))"
-)
-_DAYS = (
-    "spans as (select * from unnest(%(dn)s::text[], %(da)s::timestamptz[], %(db)s::timestamptz[],"
-    " %(div)s::float8[]) x(service, a, b, iv))"
-)
-_PIECES = (
-    "pieces as (select * from unnest(%(pn)s::text[], %(pa)s::timestamptz[], %(pb)s::timestamptz[],"
-    " %(piv)s::float8[]) x(service, a, b, iv))"
-)
+def plan_reads(ranges: Sequence[Span], use_rollups: bool = True) -> ReadPlan:
+    """Split each range into whole UTC weeks, then whole days, then whole hours, and the raw rest.
+
+    >>> plan = plan_reads([("api", datetime(2026, 11, 1, 0, 30, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC), 60)])
+    >>> [(s[1].day, s[2].day) for s in plan.weeks], len(plan.days), len(plan.hours), len(plan.pieces)
+    ([(2, 16)], 1, 1, 1)
+    """
+    plan = ReadPlan()
+    if not use_rollups:
+        plan.pieces = list(ranges)
+        return plan
+    for span in ranges:
+        hours, pieces = _split(span, floor_hour, ceil_hour)
+        plan.pieces += pieces
+        for hour_span in hours:
+            days, edge_hours = _split(hour_span, floor_day, ceil_day)
+            plan.hours += edge_hours
+            for day_span in days:
+                weeks, edge_days = _split(day_span, floor_week, ceil_week)
+                plan.days += edge_days
+                plan.weeks += weeks
+    return plan
 
 
-def ensure_rollups(conn: psycopg.Connection, spans: Sequence[tuple[str, datetime, datetime, float]]) -> int:
-    """Fill rollup hours the spans need that are missing or were built with another interval;
-    return how many spans were refreshed."""
+def _incomplete(conn: psycopg.Connection, level: Level, spans: Sequence[Span]) -> list[Span]:
+    """The spans of ``level`` missing a row (or holding one built with another interval)."""
     if not spans:
-        return 0
+        return []
+    column = level.column
     rows = conn.execute(
-        f"""with {_SPANS}
-            select x.service, x.a, x.b, x.iv, count(h.hour) as have,
-                   extract(epoch from x.b - x.a) / 3600 as want
-            from spans x left join opsflow.probe_hourly h
-              on h.service = x.service and h.hour >= x.a and h.hour < x.b and h.interval_s = x.iv
+        f"""with {level.spans_cte()}
+            select x.service, x.a, x.b, x.iv, count(r.{column})
+            from spans x left join opsflow.{level.table} r
+              on r.service = x.service and r.{column} >= x.a and r.{column} < x.b and r.interval_s = x.iv
+                 {level.complete}
             group by 1, 2, 3, 4""",  # noqa: S608
-        _spans_params(spans),
+        level.params(spans),
     ).fetchall()
-    stale = [(name, a, b, iv) for name, a, b, iv, have, want in rows if have != round(float(want))]
-    for name, a, b, iv in stale:
+    return [(name, a, b, iv) for name, a, b, iv, have in rows if have != round((b - a) / level.unit)]
+
+
+def ensure_rollups(conn: psycopg.Connection, plan: ReadPlan) -> int:
+    """Build the rollup rows ``plan`` reads that are missing (a week or day invalidated by new
+    results, hours never rolled up); return how many spans were rebuilt."""
+    stale_weeks = _incomplete(conn, WEEKLY, plan.weeks)
+    stale_days = _incomplete(conn, DAILY, [*plan.days, *stale_weeks])
+    stale_hours = _incomplete(conn, HOURLY, [*plan.hours, *stale_days])
+    for name, a, b, iv in stale_hours:
         refresh_rollups(conn, [(name, iv)], a, b)
-    return len(stale)
-
-
-def ensure_daily(conn: psycopg.Connection, days: Sequence[tuple[str, datetime, datetime, float]]) -> int:
-    """Make sure every day of the day spans has a complete daily rollup (24 hours, same interval)."""
-    if not days:
-        return 0
-    rows = conn.execute(
-        f"""with {_SPANS}
-            select x.service, x.a, x.b, x.iv, count(d.day) as have, extract(epoch from x.b - x.a) / 86400 as want
-            from spans x left join opsflow.probe_daily d
-              on d.service = x.service and d.day >= x.a and d.day < x.b and d.interval_s = x.iv and d.hours = 24
-            group by 1, 2, 3, 4""",  # noqa: S608
-        _spans_params(days),
-    ).fetchall()
-    stale = [(name, a, b, iv) for name, a, b, iv, have, want in rows if have != round(float(want))]
-    for name, a, b, iv in stale:
-        ensure_rollups(conn, [(name, a, b, iv)])
+    for name, a, b, _ in stale_days:
         refresh_daily(conn, [name], a, b)
-    return len(stale)
+    for name, a, b, _ in stale_weeks:
+        refresh_weekly(conn, [name], a, b)
+    return len(stale_weeks) + len(stale_days) + len(stale_hours)
 
 
 def read_figures(
     conn: psycopg.Connection,
-    spans: Sequence[tuple[str, datetime, datetime, float]],
-    pieces: Sequence[tuple[str, datetime, datetime, float]],
+    plan: ReadPlan,
     thresholds: dict[str, int],
     period_start: datetime,
     period_end: datetime,
     maintenance: Sequence[tuple[str, datetime, datetime]] = (),
-    days: Sequence[tuple[str, datetime, datetime, float]] = (),
     latency_conn: psycopg.Connection | None = None,
 ) -> dict[str, Figures]:
-    """Up/down seconds, latency histogram and incidents per service over rollup spans (whole hours)
-    plus raw pieces (everything else outside maintenance)."""
+    """Up/down seconds, latency histogram and incidents per service, as ``plan`` says to read them."""
     figures: dict[str, Figures] = {name: Figures() for name in thresholds}
     params: dict[str, object] = {
-        **_spans_params(spans),
-        **_days_params(days),
-        "pn": [p[0] for p in pieces],
-        "pa": [p[1] for p in pieces],
-        "pb": [p[2] for p in pieces],
-        "piv": [float(p[3]) for p in pieces],
+        **plan.params(),
         "tn": list(thresholds),
         "tt": list(thresholds.values()),
         "pstart": period_start,
@@ -272,72 +375,58 @@ def read_figures(
         "ma": [m[1] for m in maintenance],
         "mb": [m[2] for m in maintenance],
     }
-    raw_rows = _raw_rows_cte()
-    read_times(conn, figures, params, raw_rows, bool(pieces))
+    read_times(conn, figures, plan, params)
     if latency_conn is None:
-        _read_latency(conn, figures, params, bool(pieces))
+        _read_latency(conn, figures, plan, params)
         _read_incidents(conn, figures, params)
         return figures
     # The two heaviest reads at once, on two connections (two backends, two cores).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        latency = pool.submit(_read_latency, latency_conn, figures, params, bool(pieces))
+        latency = pool.submit(_read_latency, latency_conn, figures, plan, params)
         _read_incidents(conn, figures, params)
         latency.result()
     return figures
 
 
-def _raw_rows_cte() -> str:
-    return f"""{_PIECES},
-        seg as (
-            select x.service, x.a, x.b, r.t, r.ok, r.latency_ms,
-                   least(r.t + make_interval(secs => x.iv), r.nxt) as e
-            from pieces x cross join lateral (
-                select p.checked_at as t, p.ok, p.latency_ms,
-                       lead(p.checked_at) over (order by p.checked_at) as nxt
-                from opsflow.probe_results p
-                where p.service = x.service and p.checked_at >= x.a - make_interval(secs => x.iv)
-                  and p.checked_at < x.b) r)"""  # noqa: S608
+_RAW_SEGMENTS = f"""{RAW.spans_cte("pieces")},
+    seg as (
+        select x.service, x.a, x.b, r.t, r.ok, r.latency_ms,
+               least(r.t + make_interval(secs => x.iv), r.nxt) as e
+        from pieces x cross join lateral (
+            select p.checked_at as t, p.ok, p.latency_ms,
+                   lead(p.checked_at) over (order by p.checked_at) as nxt
+            from opsflow.probe_results p
+            where p.service = x.service and p.checked_at >= x.a - make_interval(secs => x.iv)
+              and p.checked_at < x.b) r)"""  # noqa: S608
 
 
-def up_down(
-    conn: psycopg.Connection,
-    names: Sequence[str],
-    spans: Sequence[tuple[str, datetime, datetime, float]],
-    pieces: Sequence[tuple[str, datetime, datetime, float]],
-    days: Sequence[tuple[str, datetime, datetime, float]] = (),
-) -> dict[str, Figures]:
+def up_down(conn: psycopg.Connection, names: Sequence[str], plan: ReadPlan) -> dict[str, Figures]:
     """Only the up and down seconds (burn rates)."""
     figures = {name: Figures() for name in names}
-    params: dict[str, object] = {
-        **_spans_params(spans),
-        **_days_params(days),
-        "pn": [p[0] for p in pieces],
-        "pa": [p[1] for p in pieces],
-        "pb": [p[2] for p in pieces],
-        "piv": [float(p[3]) for p in pieces],
-    }
-    read_times(conn, figures, params, _raw_rows_cte(), bool(pieces))
+    read_times(conn, figures, plan, plan.params())
     return figures
 
 
 def read_times(
-    conn: psycopg.Connection, figures: dict[str, Figures], params: dict[str, object], raw_rows: str, has_pieces: bool
+    conn: psycopg.Connection, figures: dict[str, Figures], plan: ReadPlan, params: dict[str, object]
 ) -> None:
-    """Up/down seconds: daily rollups for whole days, hourly ones for whole hours, raw rows for the rest."""
-    for table, column, names in (("probe_hourly", "hour", _SPANS), ("probe_daily", "day", _DAYS)):
+    """Up/down seconds: rollups for whole weeks, days and hours, raw rows for the rest."""
+    for level, spans in plan.rollups():
+        if not spans:
+            continue
         for name, up, down in conn.execute(
-            f"""with {names}
-                select h.service, sum(h.up_seconds), sum(h.down_seconds)
-                from spans x join opsflow.{table} h
-                  on h.service = x.service and h.{column} >= x.a and h.{column} < x.b
+            f"""with {level.spans_cte()}
+                select r.service, sum(r.up_seconds), sum(r.down_seconds)
+                from spans x join opsflow.{level.table} r
+                  on r.service = x.service and r.{level.column} >= x.a and r.{level.column} < x.b
                 group by 1""",  # noqa: S608
             params,
         ):
             figures[name].up += float(up or 0)
             figures[name].down += float(down or 0)
-    if has_pieces:
+    if plan.pieces:
         for name, up, down in conn.execute(
-            f"""with {raw_rows}
+            f"""with {_RAW_SEGMENTS}
                 select service,
                        coalesce(sum(greatest(0, extract(epoch from least(e, b) - greatest(t, a))))
                                 filter (where ok), 0),
@@ -351,39 +440,46 @@ def read_times(
 
 
 def _read_latency(
-    conn: psycopg.Connection, figures: dict[str, Figures], params: dict[str, object], has_pieces: bool
+    conn: psycopg.Connection, figures: dict[str, Figures], plan: ReadPlan, params: dict[str, object]
 ) -> None:
-    pieces = has_pieces
-    # Latency: summed log-scale histograms.
-    for table, column, names in (("probe_hourly", "hour", _SPANS), ("probe_daily", "day", _DAYS)):
-        for name, bucket, count in conn.execute(
-            f"""with {names}
-                select h.service, u.b, sum(u.c)
-                from spans x join opsflow.{table} h
-                  on h.service = x.service and h.{column} >= x.a and h.{column} < x.b
-                cross join lateral unnest(h.hist_buckets, h.hist_counts) u(b, c)
-                group by 1, 2""",  # noqa: S608
-            params,
-        ):
-            _add_histogram(figures[name].histogram, bucket, count)
-    if pieces:
-        for name, bucket, count in conn.execute(
-            f"""with {_PIECES}
-                select x.service, opsflow.latency_bucket(p.latency_ms), count(*)
-                from pieces x join opsflow.probe_results p
-                  on p.service = x.service and p.checked_at >= x.a and p.checked_at < x.b
-                where p.ok and p.latency_ms is not null
-                group by 1, 2""",  # noqa: S608
-            params,
-        ):
-            _add_histogram(figures[name].histogram, bucket, count)
+    """Latency: the log-scale histograms of the rollups and the raw pieces' bucketed latencies, summed
+    per service and bucket in one statement (the fewest rows back to Python)."""
+    ctes = [level.spans_cte(f"{level.column}_spans") for level, _ in plan.rollups()]
+    parts = [
+        f"""select r.service, u.b, u.c
+            from {level.column}_spans x join opsflow.{level.table} r
+              on r.service = x.service and r.{level.column} >= x.a and r.{level.column} < x.b
+            cross join lateral unnest(r.hist_buckets, r.hist_counts) u(b, c)"""  # noqa: S608
+        for level, _ in plan.rollups()
+    ]
+    parts.append(
+        """select x.service, opsflow.latency_bucket(p.latency_ms), 1
+           from pieces x join opsflow.probe_results p
+             on p.service = x.service and p.checked_at >= x.a and p.checked_at < x.b
+           where p.ok and p.latency_ms is not null"""
+    )
+    union = "\n            union all\n".join(parts)
+    for name, buckets, counts in conn.execute(
+        f"""with {", ".join(ctes)}, {RAW.spans_cte("pieces")},
+            counted(service, b, c) as ({union}),
+            summed as (select service, b, sum(c)::bigint as c from counted group by 1, 2)
+            select service, array_agg(b), array_agg(c) from summed group by 1""",  # noqa: S608
+        params,
+    ):
+        histogram = figures[name].histogram
+        for bucket, count in zip(buckets, counts, strict=True):
+            histogram[bucket] = histogram.get(bucket, 0) + count
 
 
 def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], params: dict[str, object]) -> None:
     # Incidents: only the failures are read (a partial index holds them); two consecutive failures
-    # belong to one run unless a success outside maintenance lies between them (an index probe,
-    # usually empty: a gap in the data does not break a run); a run of failure_threshold or more
-    # opens an incident at its first failure, closed by the first success after its last one.
+    # belong to one run unless a success outside maintenance lies between them (a gap in the data
+    # does not break a run); a run of failure_threshold or more opens an incident at its first
+    # failure, closed by the first success after its last one.
+    # Deciding "a success lies between" without touching raw rows where possible: with no maintenance
+    # window between two consecutive failures every result between them is a success, so an hour
+    # lying wholly between them with a success (a small partial index on the hourly rollups) proves
+    # one, and otherwise any row between them does (an index-only probe of the primary key).
     for name, start, end in conn.execute(
         """with thr as (select * from unnest(%(tn)s::text[], %(tt)s::int[]) t(service, threshold)),
             maint as (select * from unnest(%(mn)s::text[], %(ma)s::timestamptz[], %(mb)s::timestamptz[])
@@ -397,12 +493,23 @@ def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], param
             l as (select service, t, lag(t) over (partition by service order by t) as prev from f),
             b as (
                 select service, t,
-                       case when prev is null or exists (
-                           select 1 from opsflow.probe_results q
-                           where q.service = l.service and q.ok and q.checked_at > l.prev and q.checked_at < l.t
-                             and not exists (select 1 from maint m where m.service = q.service
-                                             and q.checked_at >= m.a and q.checked_at < m.b))
-                       then 1 else 0 end as brk
+                       case
+                           when prev is null then 1
+                           when exists (select 1 from maint m
+                                        where m.service = l.service and m.a < l.t and m.b > l.prev) then (
+                               exists (select 1 from opsflow.probe_results q
+                                       where q.service = l.service and q.ok and q.checked_at > l.prev
+                                         and q.checked_at < l.t
+                                         and not exists (select 1 from maint m where m.service = q.service
+                                                         and q.checked_at >= m.a and q.checked_at < m.b)))::int
+                           when exists (select 1 from opsflow.probe_hourly h
+                                        where h.service = l.service and h.ok_count > 0
+                                          and h.hour > l.prev and h.hour <= l.t - interval '1 hour') then 1
+                           when exists (select 1 from opsflow.probe_results q
+                                        where q.service = l.service and q.checked_at > l.prev
+                                          and q.checked_at < l.t) then 1
+                           else 0
+                       end as brk
                 from l),
             r as (select service, t, sum(brk) over (partition by service order by t) as run from b),
             runs as (select service, run, min(t) as start, max(t) as last, count(*) as failures

@@ -66,6 +66,28 @@ def test_explicit_periods_and_previous_ones() -> None:
             parse_period(bad, now, BERLIN)
 
 
+def test_a_berlin_month_is_read_as_whole_utc_weeks_days_hours_and_raw_edges() -> None:
+    october = parse_period("2026-10", utc(2026, 11, 22), BERLIN)  # 2026-09-30T22:00Z .. 2026-10-31T23:00Z
+    plan = sla_store.plan_reads([("api", october.start, october.end, 60.0)])
+    assert [(s[1], s[2]) for s in plan.weeks] == [(utc(2026, 10, 5), utc(2026, 10, 26))]
+    assert [(s[1], s[2]) for s in plan.days] == [
+        (utc(2026, 10, 1), utc(2026, 10, 5)),
+        (utc(2026, 10, 26), utc(2026, 10, 31)),
+    ]
+    assert [(s[1], s[2]) for s in plan.hours] == [
+        (utc(2026, 9, 30, 22), utc(2026, 10, 1)),
+        (utc(2026, 10, 31), utc(2026, 10, 31, 23)),
+    ]
+    assert plan.pieces == []
+    # Every second of the period is read exactly once.
+    covered = sum((s[2] - s[1]).total_seconds() for s in plan.weeks + plan.days + plan.hours + plan.pieces)
+    assert covered == october.seconds
+    odd = sla_store.plan_reads([("api", utc(2026, 10, 7, 10, 0, 30), utc(2026, 10, 7, 10, 59), 60.0)])
+    assert (odd.weeks, odd.days, odd.hours) == ([], [], []) and len(odd.pieces) == 1
+    raw = sla_store.plan_reads([("api", october.start, october.end, 60.0)], use_rollups=False)
+    assert raw.pieces == [("api", october.start, october.end, 60.0)] and not raw.weeks
+
+
 # -- an independent reference of SPEC §6 ----------------------------------------------------------
 
 
