@@ -6,6 +6,7 @@ finding into a Failed flow run that still carries the result.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -18,7 +19,8 @@ from opsflow.config import Config
 from opsflow.redact import redact
 from opsflow.results import Check, Item, RoutineResult
 from opsflow.store import OpsStore
-from tasks.artifacts import publish_result
+from reports.summary import DeliveryLike, checks_table, deliveries_markdown, summary_markdown
+from tasks.artifacts import publish_artifacts
 from tasks.notify import send_alerts
 from tasks.routine import save_result
 
@@ -52,6 +54,18 @@ def item_from(name: str, future: PrefectFuture[Any], check: str) -> Item:
     return Item(
         name=name, checks=[Check(check=check, status="error", detail=f"could not be checked: {redact(reason)}")]
     )
+
+
+def publish_result(
+    result: RoutineResult, key: str, deliveries: Sequence[DeliveryLike] = (), report: str | None = None
+) -> None:
+    """The run's summary (markdown) and checks (table) artifacts under ``key``.
+
+    ``report`` replaces the generic summary with a routine's own (the drill report); the
+    alerts section is appended either way.
+    """
+    markdown = summary_markdown(result, deliveries) if report is None else report + deliveries_markdown(deliveries)
+    publish_artifacts(key, markdown, checks_table(result), result.routine, result.status)
 
 
 def finish(

@@ -42,33 +42,40 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flows._routine import ConfigPath, current_flow_run_id, finish
 from opsflow.config import Config, Database, default_config_path, load_config
-from opsflow.errors import UsageError
+from opsflow.errors import RoutineIncomplete, UsageError
 from opsflow.redact import redact
 from opsflow.results import Check, Item, RoutineResult
+from opsflow.store import resolve_store_url
 from reports.drill import drill_report_markdown
 from tasks.artifacts import artifact_key
 from tasks.drill import (
     DrillClock,
     DrillRecord,
     DrillStopped,
+    LeftoverReport,
     TargetRefused,
+    check_target,
     check_target_task,
     cleanup_check,
     create_target_task,
     download_task,
     drill_slot,
+    forbidden_databases,
     plan_target_task,
     refused_item,
     remove_flow_run_targets,
+    remove_leftovers,
     remove_leftovers_task,
     resolve_target,
     restore_task,
+    select_backup,
     select_backup_task,
     settle_leftovers,
     target_metrics,
     teardown_task,
     validate_task,
 )
+from tasks.retry import PermanentFailure, TransientFailure
 from tasks.routine import load_routine_config, open_store
 
 ROUTINE = "dr-drill"
@@ -103,6 +110,29 @@ def lookup_database(config: Config, name: str) -> Database:
         return config.get_database(name)
     except KeyError as exc:
         raise UsageError(f"dr-drill: {exc.args[0]}") from None
+
+
+def preflight_drill(config: Config, database: Database, backup_key: str | None) -> None:
+    """Refuse, before any flow run exists (exit 2), a target that is a source or the store, and an
+    unknown ``--backup``."""
+    target = resolve_target(database)
+    if target != "embedded":
+        check_target(database.name, target, forbidden_databases(config, resolve_store_url(config)))
+    if backup_key:
+        backup = config.get_backup(database.backup)
+        try:
+            select_backup(backup, config.storages[backup.storage], backup_key)
+        except PermanentFailure as exc:
+            raise UsageError(f"opsflow drill {database.name}: --backup: {exc}") from None
+
+
+def clean_up_drills(database: Database) -> LeftoverReport:
+    """``opsflow drill NAME --cleanup``: remove kept targets and leftovers of earlier drills (never a
+    running drill's); exit 3 when the target server cannot be reached."""
+    try:
+        return remove_leftovers(database, resolve_target(database), holding_slot=False)
+    except (PermanentFailure, TransientFailure) as exc:
+        raise RoutineIncomplete(f"drill cleanup of {database.name}: {exc}") from None
 
 
 def remove_run_targets(flow: Any, flow_run: Any, state: Any) -> None:

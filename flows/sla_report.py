@@ -23,6 +23,7 @@ deployment, which should be the config's ``timezone``. Needs: the ops store.
 
 from __future__ import annotations
 
+from datetime import datetime, tzinfo
 from typing import Annotated, Any
 
 from prefect import flow
@@ -31,8 +32,12 @@ from prefect.states import State
 from pydantic import Field
 
 from flows._routine import AsOf, ConfigPath, current_flow_run_id, finish, resolve_now
+from opsflow.config import Config
+from opsflow.errors import UsageError
 from opsflow.results import RoutineResult
-from tasks.periods import parse_period, previous_period
+from opsflow.store import OpsStore
+from tasks import sla
+from tasks.periods import PeriodError, parse_period, previous_period
 from tasks.routine import load_routine_config, open_store
 from tasks.sla import build_items, compute_sla_task, report_markdown, report_rows, save_revision, write_csv_task
 
@@ -69,3 +74,25 @@ def sla_report(
     )
     create_table_artifact(key=f"{key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
     return finish(result, config, store, key=key, scope=chosen.label)
+
+
+# -- what the CLI asks of the SLA report outside a flow run ------------------------------------
+
+
+def check_period(text: str, now: datetime, zone: tzinfo) -> None:
+    """Refuse a ``--period`` that does not parse, before any flow run exists (exit 2)."""
+    try:
+        parse_period(text, now, zone)
+    except PeriodError as exc:
+        raise UsageError(f"--period: {exc}") from None
+
+
+def rebuild_rollups(config: Config) -> int:
+    """``opsflow sla rebuild-rollups``: every configured service's rollups rebuilt from raw rows;
+    returns the service-hours written."""
+    return sla.rebuild_rollups(OpsStore.open(config), config)
+
+
+def refresh_rollups_for_rows(store: OpsStore, config: Config, checked: list[tuple[str, datetime]]) -> None:
+    """After ``opsflow probes import``: the rollups of the hours the imported rows touch."""
+    sla.refresh_rollups_for_rows(store, config, checked)

@@ -68,7 +68,7 @@ def cmd_probes_import(args: argparse.Namespace) -> int:
     store = OpsStore.open(config)
     count = store.write_probe_results(rows)
     # The SLA report's rollups of the hours the imported rows touch.
-    from tasks.sla import refresh_rollups_for_rows
+    from flows.sla_report import refresh_rollups_for_rows
 
     refresh_rollups_for_rows(store, config, [(row.service, row.checked_at) for row in rows])
     print(f"{args.file}: {count.rows} probe results read, {count.inserted} new, {count.unchanged} already stored")
@@ -113,24 +113,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.routine == "sla-report":
         from datetime import UTC
 
-        from tasks.periods import PeriodError, parse_period
+        from flows.sla_report import check_period
 
         extra["period"] = args.period or "day"
-        try:  # refused before anything runs (exit 2)
-            parse_period(extra["period"], as_of or datetime.now(UTC), config.tzinfo)
-        except PeriodError as exc:
-            raise UsageError(f"--period: {exc}") from None
+        check_period(extra["period"], as_of or datetime.now(UTC), config.tzinfo)  # refused before anything runs
     state = load_routine(args.routine)(as_of=as_of, config_path=config_path, return_state=True, **extra)
     return report_routine(args.routine, state, as_json=args.json)
 
 
 def cmd_sla_rebuild_rollups(args: argparse.Namespace) -> int:
-    """Rebuild the SLA report's hourly and daily rollups from the raw probe results."""
-    from opsflow.store import OpsStore
-    from tasks.sla import rebuild_rollups
+    """Rebuild the SLA report's hourly, daily and weekly rollups from the raw probe results."""
+    from flows.sla_report import rebuild_rollups
 
     config = _config_from(args)
-    hours = rebuild_rollups(OpsStore.open(config), config)
+    hours = rebuild_rollups(config)
     print(f"SLA rollups rebuilt: {hours} service-hours")
     return EXIT_OK
 
@@ -163,7 +159,7 @@ DRILL_DEPLOYMENT = "dr-drill/on-demand"
 
 def cmd_drill(args: argparse.Namespace) -> int:
     config = _config_from(args)  # a bad config is refused before anything runs
-    from flows.dr_drill import DrillParameters, dr_drill, lookup_database
+    from flows.dr_drill import DrillParameters, dr_drill, lookup_database, preflight_drill
 
     database = lookup_database(config, args.database)
     if args.cleanup:
@@ -183,23 +179,6 @@ def cmd_drill(args: argparse.Namespace) -> int:
     if not isinstance(outcome, RoutineResult):
         return report_routine("dr-drill", state, as_json=args.json)  # could not complete: exit 3
     return report_drill(outcome, as_json=args.json)
-
-
-def preflight_drill(config: Config, database: Any, backup_key: str | None) -> None:
-    """Refuse, before any flow run exists, a target that is a source or the store, and an unknown ``--backup``."""
-    from opsflow.store import resolve_store_url
-    from tasks.drill import check_target, forbidden_databases, resolve_target, select_backup
-    from tasks.retry import PermanentFailure
-
-    target = resolve_target(database)
-    if target != "embedded":
-        check_target(database.name, target, forbidden_databases(config, resolve_store_url(config)))
-    if backup_key:
-        backup = config.get_backup(database.backup)
-        try:
-            select_backup(backup, config.storages[backup.storage], backup_key)
-        except PermanentFailure as exc:
-            raise UsageError(f"opsflow drill {database.name}: --backup: {exc}") from None
 
 
 def report_drill(result: RoutineResult, as_json: bool) -> int:
@@ -246,13 +225,9 @@ def drill_cleanup(config: Config, database: Any, as_json: bool) -> int:
     """``--cleanup``: remove kept targets and leftovers of earlier drills (never a running drill's)."""
     import json
 
-    from tasks.drill import remove_leftovers, resolve_target
-    from tasks.retry import PermanentFailure, TransientFailure
+    from flows.dr_drill import clean_up_drills
 
-    try:
-        report = remove_leftovers(database, resolve_target(database), holding_slot=False)
-    except (PermanentFailure, TransientFailure) as exc:
-        raise RoutineIncomplete(f"drill cleanup of {database.name}: {exc}") from None
+    report = clean_up_drills(database)
     if as_json:
         print(
             json.dumps(

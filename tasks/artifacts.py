@@ -1,22 +1,21 @@
-"""Publish a routine's result to the Prefect UI: a markdown summary and a table, under a stable key.
+"""Publish a run's rendered summary to the Prefect UI: a markdown artifact and a table, under a stable key.
 
 A stable key per routine (``backup-verification``, ``dr-drill-orders``) makes
-the UI's Artifacts page show each routine's history.
+the UI's Artifacts page show each routine's history. What to show is rendered
+by ``reports/`` (the flow's ``finish`` puts the two together).
 
->>> publish_result(result, key="backup-verification", deliveries=report.deliveries)  # doctest: +SKIP
+>>> publish_artifacts("backup-verification", markdown, rows, "backup-verification", "fail")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from opsflow.results import RoutineResult
-from reports.summary import DeliveryLike, checks_table, deliveries_markdown, summary_markdown
 from tasks.retry import IO_RETRIES
 
 _KEY = re.compile(r"^[a-z0-9-]+$")
@@ -34,14 +33,7 @@ def artifact_key(*parts: str) -> str:
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="publish[{key}]")
-def publish_result(
-    result: RoutineResult, key: str, deliveries: Sequence[DeliveryLike] = (), report: str | None = None
-) -> None:
-    """Create the run's summary (markdown) and checks (table) artifacts.
-
-    ``report`` replaces the generic summary with a routine's own (the drill report); the
-    alerts section is appended either way.
-    """
-    markdown = summary_markdown(result, deliveries) if report is None else report + deliveries_markdown(deliveries)
-    create_markdown_artifact(key=key, markdown=markdown, description=f"{result.routine}: {result.status}")
-    create_table_artifact(key=f"{key}-checks", table=checks_table(result), description=f"{result.routine} checks")
+def publish_artifacts(key: str, markdown: str, table: list[dict[str, Any]], routine: str, status: str) -> None:
+    """Create the run's markdown artifact under ``key`` and its table under ``<key>-checks``."""
+    create_markdown_artifact(key=key, markdown=markdown, description=f"{routine}: {status}")
+    create_table_artifact(key=f"{key}-checks", table=table, description=f"{routine} checks")

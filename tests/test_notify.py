@@ -203,7 +203,7 @@ def test_nothing_is_sent_without_channels(prefect_api: None, store: OpsStore) ->
 def test_failed_delivery_is_shown_in_the_runs_summary_artifact(
     prefect_api: None, store: OpsStore, receiver: HttpReceiver
 ) -> None:
-    from tasks.artifacts import publish_result
+    from flows._routine import publish_result
 
     receiver.fail_next("/hook", 410, times=1)  # gone: permanent, reported at once
     config = config_for(receiver)
