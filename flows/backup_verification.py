@@ -14,7 +14,9 @@ Result: stored, alerted, and published under the artifact key
     opsflow run backup-verification [--as-of 2026-11-22T06:00:00Z] [--json]
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
+# model from the signature where it runs the flow (a worker, a served deployment), and string
+# annotations (``PeriodParam``) cannot be resolved there: every scheduled run would fail validation.
 
 from typing import Any
 

@@ -21,7 +21,9 @@ deployment, which should be the config's ``timezone``. Needs: the ops store.
     opsflow run sla-report --period 2026-10 [--as-of ...] [--json]
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
+# model from the signature where it runs the flow (a worker, a served deployment), and string
+# annotations (``PeriodParam``) cannot be resolved there: every scheduled run would fail validation.
 
 from datetime import datetime, tzinfo
 from typing import Annotated, Any

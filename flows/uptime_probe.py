@@ -15,7 +15,9 @@ Failed when a service is down.
     opsflow run uptime-probe [--json]
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
+# model from the signature where it runs the flow (a worker, a served deployment), and string
+# annotations (``PeriodParam``) cannot be resolved there: every scheduled run would fail validation.
 
 from typing import Any
 
