@@ -134,14 +134,26 @@ def send_email(notifications: Notifications, alert: Alert, ui_url: str | None) -
             if settings.username:
                 smtp.login(settings.username, password or "")
             smtp.send_message(message)
-    except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError, smtplib.SMTPRecipientsRefused) as exc:
+    except smtplib.SMTPAuthenticationError as exc:
+        raise PermanentFailure(f"email: SMTP login failed: {exc.smtp_code} {redact(smtp_reply(exc))}") from None
+    except (smtplib.SMTPNotSupportedError, smtplib.SMTPRecipientsRefused) as exc:
         raise PermanentFailure(f"email: {type(exc).__name__}: {redact(str(exc))}") from None
     except smtplib.SMTPResponseException as exc:
         # 5xx replies are permanent; 4xx (greylisting, busy) may pass on retry.
         failure = PermanentFailure if exc.smtp_code >= 500 else TransientFailure
-        raise failure(f"email: SMTP {exc.smtp_code}: {redact(str(exc.smtp_error))}") from None
+        raise failure(f"email: SMTP {exc.smtp_code}: {redact(smtp_reply(exc))}") from None
+    except ssl.SSLCertVerificationError as exc:
+        # An untrusted or wrong certificate does not fix itself between retries.
+        raise PermanentFailure(f"email: {type(exc).__name__}: {redact(str(exc))}") from None
     except (smtplib.SMTPException, OSError) as exc:
         raise TransientFailure(f"email: {type(exc).__name__}: {redact(str(exc))}") from None
+
+
+def smtp_reply(exc: smtplib.SMTPResponseException) -> str:
+    """The server's reply text on one line (smtplib keeps it as bytes, lines joined by newlines)."""
+    reply = exc.smtp_error
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return " ".join(text.split())
 
 
 SENDERS = {"slack": send_slack, "pagerduty": send_pagerduty, "webhook": send_webhook, "email": send_email}
