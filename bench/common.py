@@ -28,14 +28,24 @@ class BenchResult:
         return asdict(self)
 
 
-def median_seconds(action: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``repeats`` calls: robust to one slow outlier on a noisy machine."""
+def wall_times(action: Callable[[], object], repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` calls of ``action``."""
     timings = []
     for _ in range(repeats):
         started = time.perf_counter()
         action()
         timings.append(time.perf_counter() - started)
-    return statistics.median(timings)
+    return timings
+
+
+def median_seconds(action: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls: robust to one slow outlier on a noisy machine."""
+    return statistics.median(wall_times(action, repeats))
+
+
+def best_seconds(action: Callable[[], object], repeats: int) -> float:
+    """Fastest wall time of ``repeats`` calls: a baseline at the machine's best (the strict comparison)."""
+    return min(wall_times(action, repeats))
 
 
 def peak_rss_mb() -> float:

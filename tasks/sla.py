@@ -172,40 +172,40 @@ def service_metrics(
     }
 
 
+def slo_check(name: str, observed: float | None, expected: float, met: bool, detail: str, missing: str) -> Check:
+    """A check against an SLO: ``warn`` when there is nothing to judge (``missing`` says why)."""
+    if observed is None:
+        return Check(check=name, status="warn", detail=missing, expected=expected)
+    return Check(check=name, status="ok" if met else "fail", detail=detail, observed=observed, expected=expected)
+
+
 def service_checks(service: Service, metrics: dict[str, Any]) -> list[Check]:
-    checks: list[Check] = []
+    """``availability`` against ``slo.availability``, and ``latency_p95`` against ``slo.latency_p95`` when set."""
     slo = service.slo.availability
     availability = metrics["availability_pct"]
-    if availability is None:
-        checks.append(Check(check="availability", status="warn", detail="no data in the period", expected=slo))
-    else:
-        status = "ok" if availability >= slo else "fail"
-        checks.append(
-            Check(
-                check="availability",
-                status=status,
-                detail=f"{availability:.3f}% available, SLO {slo:g}%, coverage {metrics['coverage_pct']:.2f}%",
-                observed=availability,
-                expected=slo,
-            )
+    checks = [
+        slo_check(
+            "availability",
+            availability,
+            slo,
+            met=availability is not None and availability >= slo,
+            detail=f"{availability or 0:.3f}% available, SLO {slo:g}%, coverage {metrics['coverage_pct'] or 0:.2f}%",
+            missing="no data in the period",
         )
+    ]
     if service.slo.latency_p95 is not None:
         limit_ms = service.slo.latency_p95 * 1000
         p95 = metrics["latency_p95_ms"]
-        if p95 is None:
-            checks.append(
-                Check(check="latency_p95", status="warn", detail="no successful probe in the period", expected=limit_ms)
+        checks.append(
+            slo_check(
+                "latency_p95",
+                p95,
+                limit_ms,
+                met=p95 is not None and p95 <= limit_ms,
+                detail=f"p95 {p95 or 0:.1f}ms, limit {format_duration(service.slo.latency_p95)}",
+                missing="no successful probe in the period",
             )
-        else:
-            checks.append(
-                Check(
-                    check="latency_p95",
-                    status="ok" if p95 <= limit_ms else "fail",
-                    detail=f"p95 {p95:.1f}ms, limit {format_duration(service.slo.latency_p95)}",
-                    observed=p95,
-                    expected=limit_ms,
-                )
-            )
+        )
     return checks
 
 

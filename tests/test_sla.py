@@ -18,7 +18,7 @@ from opsflow.history_csv import ProbeRow
 from opsflow.store import OpsStore
 from tasks import sla_store
 from tasks.periods import Period, PeriodError, ZoneInfo, parse_period, previous_period
-from tasks.sla import compute_sla, percentile_from_histogram
+from tasks.sla import compute_sla, percentile_from_histogram, service_checks
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -276,6 +276,16 @@ def windows_of(cfg: Config, service: str) -> list[tuple[datetime, datetime]]:
     return [(w.start, w.end) for w in cfg.maintenance_for(service)]
 
 
+def assert_report_matches(
+    report: dict[str, dict[str, Any]], generated: dict[str, list[ProbeRow]], cfg: Config, period: Period
+) -> None:
+    """Every service of ``report`` equals the independent reference over the same rows."""
+    for svc in cfg.services:
+        windows = windows_of(cfg, svc.name)
+        ref = reference(generated[svc.name], svc.interval, period.start, period.end, windows, svc.failure_threshold)
+        assert_matches(report[svc.name], ref, period, svc.slo.availability)
+
+
 @pytest.mark.parametrize(
     "period_text",
     ["2026-10", "2026-10-25..2026-10-26", "2026-10-10T01:17:30Z..2026-10-20T11:02:00.5Z", "2026-10-19..2026-10-20"],
@@ -287,17 +297,7 @@ def test_report_matches_the_reference_to_the_second(
     store.write_probe_results([r for rows in generated.values() for r in rows])
     period = parse_period(period_text, utc(2026, 11, 22), cfg.tzinfo)
     for use_rollups in (True, False):
-        report = compute_sla(store, cfg, period, use_rollups=use_rollups)
-        for svc in cfg.services:
-            ref = reference(
-                generated[svc.name],
-                svc.interval,
-                period.start,
-                period.end,
-                windows_of(cfg, svc.name),
-                svc.failure_threshold,
-            )
-            assert_matches(report[svc.name], ref, period, svc.slo.availability)
+        assert_report_matches(compute_sla(store, cfg, period, use_rollups=use_rollups), generated, cfg, period)
     if period_text == "2026-10":
         assert period.seconds == 31 * 86400 + 3600
         got = compute_sla(store, cfg, period)
@@ -328,16 +328,7 @@ def test_rollups_fill_incrementally_and_rebuild_from_raw(store: OpsStore, genera
             "select count(*), sum(up_seconds), sum(down_seconds) from opsflow.probe_hourly"
         ).fetchone()
     report = compute_sla(store, cfg, period)
-    for svc in cfg.services:
-        ref = reference(
-            generated[svc.name],
-            svc.interval,
-            period.start,
-            period.end,
-            windows_of(cfg, svc.name),
-            svc.failure_threshold,
-        )
-        assert_matches(report[svc.name], ref, period, svc.slo.availability)
+    assert_report_matches(report, generated, cfg, period)
     from tasks.sla import rebuild_rollups
 
     assert rebuild_rollups(store, cfg) > 0
@@ -475,3 +466,35 @@ def test_flow_stores_a_revision_per_run_and_states_the_rules(
     markdown = report_markdown(result, period, "Europe/Berlin")
     assert all(rule in markdown for rule in RULES) and "coverage" in markdown
     assert store.results("sla-report", scope="2026-10-25..2026-10-26")
+
+
+def test_slo_checks_fail_below_the_slo_and_warn_when_there_is_nothing_to_judge() -> None:
+    service = Config.model_validate(
+        {
+            "services": [
+                {
+                    "name": "api",
+                    "url": "https://api.example.com",
+                    "slo": {"availability": "99.9%", "latency_p95": "200ms"},
+                }
+            ]
+        }
+    ).services[0]
+
+    def statuses(availability: float | None, p95: float | None) -> dict[str, tuple[str, str]]:
+        metrics = {"availability_pct": availability, "coverage_pct": 100.0, "latency_p95_ms": p95}
+        return {c.check: (c.status, c.detail) for c in service_checks(service, metrics)}
+
+    assert statuses(99.95, 150.0) == {
+        "availability": ("ok", "99.950% available, SLO 99.9%, coverage 100.00%"),
+        "latency_p95": ("ok", "p95 150.0ms, limit 200ms"),
+    }
+    assert statuses(99.9, 200.0)["availability"][0] == "ok" and statuses(99.9, 200.0)["latency_p95"][0] == "ok"
+    assert statuses(99.89, 200.1) == {
+        "availability": ("fail", "99.890% available, SLO 99.9%, coverage 100.00%"),
+        "latency_p95": ("fail", "p95 200.1ms, limit 200ms"),
+    }
+    assert statuses(None, None) == {
+        "availability": ("warn", "no data in the period"),
+        "latency_p95": ("warn", "no successful probe in the period"),
+    }
