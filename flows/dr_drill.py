@@ -1,6 +1,6 @@
 """DR drill — monthly and on demand: can we restore a database from its backup, how fast, and how much is lost?
 
-For one database of ``opsflow.yaml`` (``databases:``), as tasks (``tasks/drill.py``):
+For one database of ``opsflow.yaml`` (``databases:``), as tasks (``tasks/drill/``):
 sweep leftovers of earlier drills → select the backup (newest by write time, or
 ``backup_key``) → download it with checksum verification → create the scratch
 target (a throwaway embedded PostgreSQL, or a new scratch database on a drill

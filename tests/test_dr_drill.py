@@ -520,12 +520,12 @@ def test_one_drill_per_database_at_a_time(
 ) -> None:
     from prefect.concurrency.sync import concurrency
 
-    import tasks.drill
+    import tasks.drill.slot
 
     backups(tmp_path / "backups", dump)
     config = write_config(tmp_path, "embedded", source_url, name="busy")
-    monkeypatch.setattr(tasks.drill, "SLOT_WAIT_SECONDS", 1)
-    tasks.drill.ensure_slot("dr-drill-busy")
+    monkeypatch.setattr(tasks.drill.slot, "SLOT_WAIT_SECONDS", 1)  # where drill_slot reads it
+    tasks.drill.slot.ensure_slot("dr-drill-busy")
     with concurrency("dr-drill-busy", occupy=1, lease_duration=60, strict=True):  # a drill of busy is running
         assert run(["drill", "busy", "--config", str(config)]) == 3
     assert "another drill of busy is running (concurrency limit dr-drill-busy busy" in capsys.readouterr().err

@@ -1,0 +1,225 @@
+"""Teardown and leftovers: removing (or, with ``--keep``, keeping) the drill's own target, and sweeping what
+earlier drills left behind (work directories, embedded servers, scratch databases)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import psycopg
+
+from opsflow.config import Database
+from tasks.drill.clock import Phase
+from tasks.drill.common import _first_line, log
+from tasks.drill.names import MARKER, WORKDIR_PREFIX, is_scratch_database_of, scratch_prefix
+from tasks.drill.targets import TargetPlan, _connect_server, _drop_database, drill_root, stop_embedded
+from tasks.retry import TransientFailure
+
+
+@dataclass(frozen=True)
+class Teardown:
+    removed: list[str]
+    problems: list[str]
+    phase: Phase
+
+    @property
+    def cleaned_up(self) -> bool:
+        return not self.problems
+
+
+def teardown(plan: TargetPlan) -> Teardown:
+    """Remove everything ``plan`` may have created: idempotent, and it does not stop at the first problem."""
+    started = time.monotonic()
+    removed: list[str] = []
+    problems: list[str] = []
+    if plan.kind == "server":
+        assert plan.server_url is not None
+        try:
+            if _drop_database(plan.server_url, plan.scratch):
+                removed.append(f"dropped {plan.scratch}")
+        except (psycopg.Error, TransientFailure) as exc:
+            problems.append(f"could not drop {plan.scratch}: {_first_line(exc)}")
+    else:
+        try:
+            if stop_embedded(plan.pgdata):
+                removed.append("stopped the embedded PostgreSQL")
+        except (OSError, psutil.Error) as exc:
+            problems.append(f"could not stop the embedded PostgreSQL in {plan.pgdata}: {exc}")
+    shutil.rmtree(plan.workdir, ignore_errors=True)
+    if plan.workdir.exists():
+        problems.append(f"could not delete {plan.workdir}")
+    else:
+        removed.append(f"deleted {plan.workdir}")
+    log.info("dr-drill %s: teardown: %s", plan.database, "; ".join(removed + problems))
+    return Teardown(removed=removed, problems=problems, phase=Phase.since("teardown", started))
+
+
+def keep_target(plan: TargetPlan) -> Teardown:
+    """``--keep``: only the download goes; the target stays up for an engineer to look at."""
+    started = time.monotonic()
+    shutil.rmtree(plan.workdir / "download", ignore_errors=True)
+    return Teardown(removed=[], problems=[], phase=Phase.since("teardown", started))
+
+
+def finish_target(plan: TargetPlan, keep: bool) -> Teardown:
+    """Tear the target down, or with ``keep`` (and a target to keep) leave it up."""
+    return keep_target(plan) if keep else teardown(plan)
+
+
+def _read_json(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _owner_alive(info: Mapping[str, Any]) -> bool | None:
+    """Whether the drill that made something is still running: None when it ran on another host."""
+    if info.get("host") != socket.gethostname():
+        return None
+    try:
+        process = psutil.Process(int(info.get("pid", -1)))
+        return abs(process.create_time() - float(info.get("pid_started", 0))) < 1.0
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+@dataclass
+class LeftoverReport:
+    """What a leftover sweep removed, what it left (in use) and what it could not remove."""
+
+    removed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        parts = []
+        if self.removed:
+            parts.append(f"removed {len(self.removed)} leftovers of earlier drills: {', '.join(self.removed)}")
+        if self.skipped:
+            parts.append(f"left {', '.join(self.skipped)}")
+        if self.problems:
+            parts.append(f"could not remove: {'; '.join(self.problems)}")
+        return "; ".join(parts)
+
+
+def _removable(info: Mapping[str, Any], holding_slot: bool) -> tuple[bool, str]:
+    if info.get("keep"):
+        return True, "kept by --keep"
+    alive = _owner_alive(info)
+    if alive:
+        return False, f"in use by the running drill pid {info.get('pid')}"
+    if alive is False:
+        return True, f"its drill (pid {info.get('pid')}) is gone"
+    return holding_slot, "no drill of this database is running" if holding_slot else "made on another host"
+
+
+def remove_workdir_leftovers(
+    database: str | None,
+    *,
+    flow_run_id: str | None = None,
+    holding_slot: bool = False,
+) -> LeftoverReport:
+    """Drill work directories (and their embedded servers) of ``database`` whose drill is over,
+    or, with ``flow_run_id``, every one that flow run made."""
+    report = LeftoverReport()
+    for marker in sorted(drill_root().glob(f"{WORKDIR_PREFIX}*/{MARKER}")):
+        workdir = marker.parent
+        info: dict[str, Any] = {}
+        with contextlib.suppress(OSError):
+            info = _read_json(marker.read_text())
+        if not info:
+            continue
+        if flow_run_id is not None:
+            if info.get("flow_run_id") != flow_run_id:
+                continue
+        elif info.get("database") != database:
+            continue
+        else:
+            removable, why = _removable(info, holding_slot)
+            if not removable:
+                report.skipped.append(f"{workdir} ({why})")
+                continue
+        try:
+            stop_embedded(workdir / "pgdata")
+        except (OSError, psutil.Error) as exc:
+            report.problems.append(f"{workdir}: could not stop its PostgreSQL: {exc}")
+            continue
+        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir.exists():
+            report.problems.append(f"could not delete {workdir}")
+        else:
+            report.removed.append(str(workdir))
+    return report
+
+
+def remove_server_leftovers(
+    database: str,
+    server_url: str,
+    *,
+    flow_run_id: str | None = None,
+    holding_slot: bool = False,
+) -> LeftoverReport:
+    """Scratch databases of ``database`` on the drill server whose drill is over (or made by ``flow_run_id``)."""
+    report = LeftoverReport()
+    with _connect_server(server_url) as conn:
+        rows = conn.execute(
+            """select d.datname, shobj_description(d.oid, 'pg_database'),
+                      (select count(*) from pg_stat_activity a where a.datid = d.oid)
+               from pg_database d where starts_with(d.datname, %s) order by 1""",
+            (scratch_prefix(database),),
+        ).fetchall()
+    for datname, comment, connections in rows:
+        if not is_scratch_database_of(datname, database):
+            continue
+        info = _read_json(comment)
+        if info and info.get("database") not in (None, database):
+            continue  # another database's drill whose name folds to the same prefix
+        if flow_run_id is not None:
+            if info.get("flow_run_id") != flow_run_id:
+                continue
+        else:
+            removable, why = _removable(info, holding_slot) if info else (holding_slot, "no drill marker")
+            if not removable and _owner_alive(info) is None and not connections:
+                removable = True  # made elsewhere (or unmarked), and nobody is connected to it
+            if not removable:
+                report.skipped.append(f"{datname} ({why})")
+                continue
+        try:
+            _drop_database(server_url, datname)
+            report.removed.append(datname)
+        except (psycopg.Error, TransientFailure) as exc:
+            report.problems.append(f"{datname}: {_first_line(exc)}")
+    return report
+
+
+def remove_leftovers(database: Database, target: str, *, holding_slot: bool) -> LeftoverReport:
+    """Everything earlier drills of ``database`` left behind: work directories, embedded servers, scratch databases."""
+    report = remove_workdir_leftovers(database.name, holding_slot=holding_slot)
+    if target != "embedded":
+        server = remove_server_leftovers(database.name, target, holding_slot=holding_slot)
+        report.removed += server.removed
+        report.skipped += server.skipped
+        report.problems += server.problems
+    if report.removed or report.problems:
+        log.warning("dr-drill %s: %s", database.name, report.describe())
+    return report
+
+
+def remove_flow_run_targets(flow_run_id: str, database: Database | None, target: str | None) -> LeftoverReport:
+    """Everything one (cancelled or crashed) flow run created, found by its flow run id."""
+    report = remove_workdir_leftovers(None, flow_run_id=flow_run_id)
+    if database is not None and target not in (None, "embedded"):
+        assert target is not None
+        server = remove_server_leftovers(database.name, target, flow_run_id=flow_run_id)
+        report.removed += server.removed
+        report.problems += server.problems
+    return report

