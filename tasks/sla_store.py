@@ -249,7 +249,11 @@ def refresh_after_write(
 ) -> None:
     """Incremental fill after new results: the hours a result at t can change are those of
     ``[t - interval, t + interval)`` (it truncates the previous result's coverage and covers forward).
-    Services whose results touch the same hours are refreshed together (one statement per probe run)."""
+    Services whose results touch the same hours are refreshed together (one statement per probe run).
+
+    Then the days and weeks that are complete before those hours (this week's earlier days, last week)
+    are rebuilt if missing: once a day, by the first probe run after midnight UTC, so a monthly report
+    on the 1st finds its weeks and days ready instead of summing 30 days of hours itself."""
     by_service: dict[str, list[datetime]] = {}
     for name, at in checked:
         if name in services:
@@ -261,6 +265,9 @@ def refresh_after_write(
         by_hours.setdefault(hours, []).append((name, services[name]))
     for (h0, h1), group in sorted(by_hours.items()):
         refresh_rollups(conn, group, h0, h1)
+        today = floor_day(h0)
+        settled = [(name, floor_week(today) - WEEK, today, iv) for name, iv in group]
+        ensure_rollups(conn, plan_reads(settled))
 
 
 # -- the report's reads -----------------------------------------------------------------------

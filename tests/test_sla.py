@@ -342,6 +342,24 @@ def test_rollups_fill_incrementally_and_rebuild_from_raw(store: OpsStore, genera
     assert compute_sla(store, cfg, period) == report
 
 
+def test_the_first_probe_run_after_midnight_builds_the_finished_days_and_last_week(store: OpsStore) -> None:
+    rng = random.Random(5)
+    start, end = utc(2026, 11, 9), utc(2026, 11, 18, 0, 5)  # Monday of last week .. Wednesday just after midnight
+    rows = [
+        probe("api", start + timedelta(minutes=m), True, rng) for m in range(int((end - start).total_seconds() // 60))
+    ]
+    store.write_probe_results(rows)
+    with store.connection() as conn:
+        # The probe run at 00:04 refreshes the hours it touches, then settles what is complete before today.
+        sla_store.refresh_after_write(conn, {"api": 60.0}, [("api", rows[-1].checked_at)])
+        weeks = conn.execute("select week, days, up_seconds from opsflow.probe_weekly order by week").fetchall()
+        days = conn.execute("select day, hours, up_seconds from opsflow.probe_daily order by day").fetchall()
+        settled = sla_store.plan_reads([("api", utc(2026, 11, 9), utc(2026, 11, 18), 60.0)])
+        assert sla_store.ensure_rollups(conn, settled) == 0  # nothing left for a report to build
+    assert weeks == [(utc(2026, 11, 9), 7, 7 * 86400.0)]
+    assert days[-2:] == [(utc(2026, 11, 16), 24, 86400.0), (utc(2026, 11, 17), 24, 86400.0)]
+
+
 def test_histogram_percentiles_stay_within_one_percent() -> None:
     rng = random.Random(3)
     for _ in range(20):
