@@ -75,6 +75,34 @@ def cmd_probes_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_probes_export(args: argparse.Namespace) -> int:
+    """Stored probe results as CSV in the import format: to ``--output`` (written whole or not at all) or stdout."""
+    from opsflow.store import OpsStore
+
+    config = _config_from(args)
+    start = parse_time("--from", args.start, config)
+    end = parse_time("--to", args.end, config)
+    if start is not None and end is not None and start >= end:
+        raise UsageError(f"--from {args.start} is not before --to {args.end}")
+    store = OpsStore.open(config)
+    if args.output is None:
+        store.export_probe_results(sys.stdout.buffer, args.service, start, end)
+        sys.stdout.flush()
+        return EXIT_OK
+    target = Path(args.output)
+    if not target.parent.is_dir():
+        raise UsageError(f"--output: no directory {target.parent}")
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with partial.open("wb") as out:
+            count = store.export_probe_results(out, args.service, start, end)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    print(f"{target}: {count} probe results written")
+    return EXIT_OK
+
+
 def cmd_capacity_import(args: argparse.Namespace) -> int:
     from opsflow.history_csv import read_capacity_csv
     from opsflow.store import OpsStore
@@ -91,12 +119,17 @@ def cmd_capacity_import(args: argparse.Namespace) -> int:
 
 def parse_as_of(text: str | None, config: Config) -> datetime | None:
     """``--as-of``: ISO 8601; a time without offset, or a date, is read in the config's timezone."""
+    return parse_time("--as-of", text, config)
+
+
+def parse_time(option: str, text: str | None, config: Config) -> datetime | None:
+    """An ISO 8601 time option; a time without offset, or a date, is read in the config's timezone."""
     if text is None:
         return None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--as-of: expected an ISO 8601 time like 2026-11-22T06:00:00Z, got {text!r}") from None
+        raise UsageError(f"{option}: expected an ISO 8601 time like 2026-11-22T06:00:00Z, got {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=config.tzinfo)
 
 
@@ -351,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     probes_import.add_argument("file", metavar="FILE.csv")
     _add_config_option(probes_import)
     probes_import.set_defaults(handler=cmd_probes_import)
+    probes_export = probes_actions.add_parser(
+        "export", help="write stored probe results as CSV in the import format (raw data, for any tool)"
+    )
+    probes_export.add_argument(
+        "--service", action="append", default=[], metavar="NAME", help="only this service (repeatable)"
+    )
+    probes_export.add_argument("--from", dest="start", metavar="TIME", help="from this instant (inclusive, ISO 8601)")
+    probes_export.add_argument("--to", dest="end", metavar="TIME", help="until this instant (exclusive, ISO 8601)")
+    probes_export.add_argument("--output", metavar="FILE.csv", help="write here (atomically) instead of stdout")
+    _add_config_option(probes_export)
+    probes_export.set_defaults(handler=cmd_probes_export)
 
     capacity = commands.add_parser("capacity", help="capacity metric history")
     capacity_actions = capacity.add_subparsers(dest="action", required=True, metavar="ACTION")

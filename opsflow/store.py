@@ -28,7 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import psycopg
 from psycopg.rows import dict_row
@@ -39,6 +39,8 @@ from opsflow.history_csv import CapacityRow, ProbeRow
 from opsflow.results import RoutineResult
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from opsflow.config import Config
 
 log = logging.getLogger(__name__)
@@ -233,6 +235,37 @@ class OpsStore:
                    on conflict (service, checked_at) do nothing"""
             ).rowcount
         return ImportCount(rows=len(rows), inserted=inserted)
+
+    def export_probe_results(
+        self,
+        out: BinaryIO,
+        services: Sequence[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> int:
+        """Write stored probe results as CSV in ``opsflow probes import``'s format (so an export imports
+        back unchanged), ordered by service and time; ``services`` empty means all, ``[start, end)``
+        bounds the time. Streams with COPY; returns the rows written."""
+        query = """
+            copy (
+                select service,
+                       to_char(checked_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS')
+                       || case when extract(microseconds from checked_at)::bigint %% 1000000 <> 0
+                               then to_char(checked_at at time zone 'UTC', '.US') else '' end
+                       || 'Z' as checked_at,
+                       case when ok then 'true' else 'false' end as ok,
+                       latency_ms, status_code, error
+                from opsflow.probe_results
+                where (cardinality(%(services)s::text[]) = 0 or service = any(%(services)s::text[]))
+                  and checked_at >= coalesce(%(start)s::timestamptz, '-infinity')
+                  and checked_at < coalesce(%(end)s::timestamptz, 'infinity')
+                order by service, checked_at
+            ) to stdout with (format csv, header)"""
+        with self.connection() as conn, conn.cursor() as cursor:
+            with cursor.copy(query, {"services": list(services), "start": start, "end": end}) as copy:
+                for chunk in copy:
+                    out.write(chunk)
+            return cursor.rowcount
 
     def write_capacity_samples(self, rows: Sequence[CapacityRow]) -> ImportCount:
         """Write metric samples in one COPY; a sample for an existing (metric, ts) replaces its value."""

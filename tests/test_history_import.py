@@ -139,3 +139,89 @@ def test_bad_capacity_value_imports_nothing(store_env: OpsStore, tmp_path: Path,
     assert run(["capacity", "import", str(path)]) == 2
     assert capsys.readouterr().err.strip() == f"{path}:3: value: expected a number, got 'lots'"
     assert store_env.count_capacity_samples() == 0
+
+
+# -- export: raw data out, in the import's format --------------------------------------------------
+
+
+def stored_probe_rows(store: OpsStore) -> list[tuple[object, ...]]:
+    with store.connection() as conn:
+        return conn.execute(
+            "select service, checked_at, ok, latency_ms, status_code, error from opsflow.probe_results order by 1, 2"
+        ).fetchall()
+
+
+def test_an_export_imports_back_into_another_store_unchanged(
+    store_env: OpsStore,
+    pg_server_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import psycopg
+
+    from opsflow.embedded import url_with_database
+
+    source = tmp_path / "history.csv"
+    source.write_text(
+        "service,checked_at,ok,latency_ms,status_code,error\n"
+        "api,2026-11-01T00:00:00Z,true,12.345678901,200,\n"
+        'api,2026-11-01T01:00:30.123456+01:00,false,,503,"HTTP 503: ""busy"", retry\nlater"\n'
+        "web,2026-10-31T23:59:59Z,true,0.5,,\n"
+    )
+    assert run(["probes", "import", str(source)]) == 0
+    exported = tmp_path / "out" / "export.csv"
+    exported.parent.mkdir()
+    capsys.readouterr()
+    assert run(["probes", "export", "--output", str(exported)]) == 0
+    assert capsys.readouterr().out.strip() == f"{exported}: 3 probe results written"
+    lines = exported.read_text().splitlines()
+    assert lines[0] == "service,checked_at,ok,latency_ms,status_code,error"
+    assert lines[1] == "api,2026-11-01T00:00:00Z,true,12.345678901,200,"
+    assert lines[2].startswith("api,2026-11-01T00:00:30.123456Z,false,,503,")
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["export.csv"]  # no partial file left
+
+    name = "t_export_roundtrip"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name}")
+        conn.execute(f"create database {name}")
+    try:
+        other = OpsStore(url_with_database(pg_server_url, name))
+        monkeypatch.setenv("OPSFLOW_STORE_URL", other.url)
+        assert run(["probes", "import", str(exported)]) == 0
+        assert stored_probe_rows(other) == stored_probe_rows(store_env)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+def test_export_filters_by_service_and_time_and_streams_to_stdout(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["probes", "import", str(write_probe_csv(tmp_path / "probes.csv", 30))]) == 0
+    capsys.readouterr()
+    # svc-1 has a result every minute from T0; [T0 + 2 min, T0 + 5 min) holds three of them.
+    window = ["--from", "2026-10-01T00:02:00Z", "--to", "2026-10-01T02:05:00+02:00"]
+    assert run(["probes", "export", "--service", "svc-1", *window]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [(r["service"], r["checked_at"]) for r in rows] == [
+        ("svc-1", "2026-10-01T00:02:00Z"),
+        ("svc-1", "2026-10-01T00:03:00Z"),
+        ("svc-1", "2026-10-01T00:04:00Z"),
+    ]
+    assert run(["probes", "export", "--service", "svc-0", "--service", "svc-2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1 + 20
+
+
+def test_export_refuses_bad_times_and_writes_nothing_when_the_store_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["probes", "export", "--from", "yesterday"]) == 2
+    assert "--from: expected an ISO 8601 time" in capsys.readouterr().err
+    assert run(["probes", "export", "--from", "2026-11-02", "--to", "2026-11-01"]) == 2
+    assert "is not before --to" in capsys.readouterr().err
+    monkeypatch.setenv("OPSFLOW_STORE_URL", f"postgresql://ops:s3cret@/opsflow?host={tmp_path}&port=9")
+    target = tmp_path / "export.csv"
+    assert run(["probes", "export", "--output", str(target)]) == 3
+    assert "s3cret" not in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
