@@ -82,12 +82,14 @@ def _drop(conn: psycopg.Connection, level: Level, names: Sequence[str], start: d
 
 _REFRESH = """
 with svc as (select * from unnest(%(names)s::text[], %(ivs)s::float8[]) s(service, iv)),
+-- One index range scan per service (a join on service alone would walk every stored row before h1).
 rows as (
-    select p.service, p.checked_at as t, p.ok, p.latency_ms,
-           least(p.checked_at + make_interval(secs => s.iv),
-                 lead(p.checked_at) over (partition by p.service order by p.checked_at)) as e
-    from opsflow.probe_results p join svc s using (service)
-    where p.checked_at >= %(h0)s::timestamptz - make_interval(secs => s.iv) and p.checked_at < %(h1)s
+    select s.service, r.t, r.ok, r.latency_ms, least(r.t + make_interval(secs => s.iv), r.nxt) as e
+    from svc s cross join lateral (
+        select p.checked_at as t, p.ok, p.latency_ms, lead(p.checked_at) over (order by p.checked_at) as nxt
+        from opsflow.probe_results p
+        where p.service = s.service and p.checked_at >= %(h0)s::timestamptz - make_interval(secs => s.iv)
+          and p.checked_at < %(h1)s) r
 ),
 cover as (
     select r.service, h as hour,
@@ -258,12 +260,11 @@ def refresh_after_write(
     for name, at in checked:
         if name in services:
             by_service.setdefault(name, []).append(at)
-    by_hours: dict[tuple[datetime, datetime], list[tuple[str, float]]] = {}
+    touched: list[Span] = []
     for name, times in by_service.items():
         iv = timedelta(seconds=services[name])
-        hours = (floor_hour(min(times) - iv), ceil_hour(max(times) + iv))
-        by_hours.setdefault(hours, []).append((name, services[name]))
-    for (h0, h1), group in sorted(by_hours.items()):
+        touched.append((name, floor_hour(min(times) - iv), ceil_hour(max(times) + iv), services[name]))
+    for (h0, h1), group in by_stretch(touched).items():
         refresh_rollups(conn, group, h0, h1)
         today = floor_day(h0)
         settled = [(name, floor_week(today) - WEEK, today, iv) for name, iv in group]
@@ -352,13 +353,22 @@ def ensure_rollups(conn: psycopg.Connection, plan: ReadPlan) -> int:
     stale_weeks = _incomplete(conn, WEEKLY, plan.weeks)
     stale_days = _incomplete(conn, DAILY, [*plan.days, *stale_weeks])
     stale_hours = _incomplete(conn, HOURLY, [*plan.hours, *stale_days])
-    for name, a, b, iv in stale_hours:
-        refresh_rollups(conn, [(name, iv)], a, b)
-    for name, a, b, _ in stale_days:
-        refresh_daily(conn, [name], a, b)
-    for name, a, b, _ in stale_weeks:
-        refresh_weekly(conn, [name], a, b)
+    # Services missing the same stretch are rebuilt together: one statement, not one per service.
+    for (a, b), services in by_stretch(stale_hours).items():
+        refresh_rollups(conn, services, a, b)
+    for (a, b), services in by_stretch(stale_days).items():
+        refresh_daily(conn, [name for name, _ in services], a, b)
+    for (a, b), services in by_stretch(stale_weeks).items():
+        refresh_weekly(conn, [name for name, _ in services], a, b)
     return len(stale_weeks) + len(stale_days) + len(stale_hours)
+
+
+def by_stretch(spans: Sequence[Span]) -> dict[tuple[datetime, datetime], list[tuple[str, float]]]:
+    """``(service, interval)`` of the spans, grouped by their ``(start, end)``, in time order."""
+    grouped: dict[tuple[datetime, datetime], list[tuple[str, float]]] = {}
+    for name, a, b, iv in sorted(spans, key=lambda span: (span[1], span[2], span[0])):
+        grouped.setdefault((a, b), []).append((name, iv))
+    return grouped
 
 
 def read_figures(
