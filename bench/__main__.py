@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "checksum": "bench.checksum",
     "drill-rto": "bench.drill_rto",
     "sla-report": "bench.sla_report",
+    "probe-upkeep": "bench.probe_upkeep",
 }
 
 

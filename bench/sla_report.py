@@ -32,7 +32,7 @@ from tasks.sla import compute_sla, rebuild_rollups
 TARGET_RATIO = 20.0
 TARGET_ERROR = 0.01
 
-_GENERATE = """
+GENERATE_PROBES = """
 insert into opsflow.probe_results (service, checked_at, ok, latency_ms, status_code, error)
 select 'svc-' || lpad(s::text, 4, '0'), t, ok,
        case when ok then exp(3.9 + 0.5 * sqrt(-2 * ln(1 - random())) * cos(2 * pi() * random())) end,
@@ -82,7 +82,7 @@ def run(quick: bool) -> BenchResult:
             started = time.perf_counter()
             with store.connection() as conn:
                 conn.execute("select opsflow.ensure_probe_partition(%s)", (start,))
-                conn.execute(_GENERATE, {"services": services, "start": start, "end": end})
+                conn.execute(GENERATE_PROBES, {"services": services, "start": start, "end": end})
             with store.connection() as conn:
                 conn.autocommit = True
                 conn.execute("vacuum analyze opsflow.probe_results")
