@@ -16,7 +16,8 @@ Result: stored, alerted, and published under the artifact key
 
 # No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
 # model from the signature where it runs the flow (a worker, a served deployment), and string
-# annotations (``PeriodParam``) cannot be resolved there: every scheduled run would fail validation.
+# annotations (``AsOf``, ``ConfigPath``...) cannot be resolved there: every scheduled run would fail
+# its parameter validation.
 
 from typing import Any
 

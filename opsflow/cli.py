@@ -77,6 +77,8 @@ def cmd_probes_import(args: argparse.Namespace) -> int:
 
 def cmd_probes_export(args: argparse.Namespace) -> int:
     """Stored probe results as CSV in the import format: to ``--output`` (written whole or not at all) or stdout."""
+    import tempfile
+
     from opsflow.store import OpsStore
 
     config = _config_from(args)
@@ -84,19 +86,36 @@ def cmd_probes_export(args: argparse.Namespace) -> int:
     end = parse_time("--to", args.end, config)
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--from {args.start} is not before --to {args.end}")
-    store = OpsStore.open(config)
-    if args.output is None:
-        store.export_probe_results(sys.stdout.buffer, args.service, start, end)
-        sys.stdout.flush()
-        return EXIT_OK
-    target = Path(args.output)
-    if not target.parent.is_dir():
+    target = None if args.output is None else Path(args.output)
+    if target is not None and not target.parent.is_dir():
         raise UsageError(f"--output: no directory {target.parent}")
-    partial = target.with_name(f".{target.name}.partial")
+    if target is not None and target.is_dir():
+        raise UsageError(f"--output: {target} is a directory")
+    store = OpsStore.open(config)
+    if target is None:
+        try:
+            store.export_probe_results(sys.stdout.buffer, args.service, start, end)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): not an error; keep Python from complaining at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     try:
-        with partial.open("wb") as out:
+        handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write in {target.parent}: {exc.strerror}") from None
+    partial = Path(name)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(partial, 0o666 & ~umask)  # as a plain open() would have created it
+        with os.fdopen(handle, "wb") as out:
             count = store.export_probe_results(out, args.service, start, end)
+            out.flush()
+            os.fsync(out.fileno())
         partial.replace(target)
+    except OSError as exc:
+        raise RoutineIncomplete(f"--output: could not write {target}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     print(f"{target}: {count} probe results written")

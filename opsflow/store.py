@@ -261,11 +261,15 @@ class OpsStore:
                   and checked_at < coalesce(%(end)s::timestamptz, 'infinity')
                 order by service, checked_at
             ) to stdout with (format csv, header)"""
-        with self.connection() as conn, conn.cursor() as cursor:
-            with cursor.copy(query, {"services": list(services), "start": start, "end": end}) as copy:
-                for chunk in copy:
-                    out.write(chunk)
-            return cursor.rowcount
+        try:
+            with self.connection() as conn, conn.cursor() as cursor:
+                with cursor.copy(query, {"services": list(services), "start": start, "end": end}) as copy:
+                    for chunk in copy:
+                        out.write(chunk)
+                return cursor.rowcount
+        except psycopg.OperationalError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"ops store lost during the export: {first_line}") from None
 
     def write_capacity_samples(self, rows: Sequence[CapacityRow]) -> ImportCount:
         """Write metric samples in one COPY; a sample for an existing (metric, ts) replaces its value."""

@@ -135,7 +135,9 @@ def send_email(notifications: Notifications, alert: Alert, ui_url: str | None) -
                 smtp.login(settings.username, password or "")
             smtp.send_message(message)
     except smtplib.SMTPAuthenticationError as exc:
-        raise PermanentFailure(f"email: SMTP login failed: {exc.smtp_code} {redact(smtp_reply(exc))}") from None
+        # 535 (bad credentials) is permanent; 454 (temporary authentication failure) may pass on retry.
+        failure = PermanentFailure if exc.smtp_code >= 500 else TransientFailure
+        raise failure(f"email: SMTP login failed: {exc.smtp_code} {redact(smtp_reply(exc))}") from None
     except (smtplib.SMTPNotSupportedError, smtplib.SMTPRecipientsRefused) as exc:
         raise PermanentFailure(f"email: {type(exc).__name__}: {redact(str(exc))}") from None
     except smtplib.SMTPResponseException as exc:

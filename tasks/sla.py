@@ -1,10 +1,9 @@
 """The SLA report's work (SPEC §5 sla-report, §6): per-service figures, checks, rendering inputs.
 
 Plain functions first (``compute_sla``), thin ``@task`` wrappers below. The
-figures come from PostgreSQL (``tasks/sla_store.py``): hourly rollups for whole
-hours outside maintenance, raw rows for the rest, so they equal the raw-row answer.
-
-Rules, as stated in every report (``RULES``):
+figures come from PostgreSQL (``tasks/sla_store.py``): weekly, daily and hourly
+rollups for whole UTC weeks, days and hours outside maintenance, raw rows for the
+rest, so they equal the raw-row answer. ``RULES`` states the rules in every report.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from opsflow.store import OpsStore
 from opsflow.units import format_duration
 from tasks import sla_store
 from tasks.periods import Period
-from tasks.retry import IO_RETRIES
+from tasks.retry import IO_RETRIES, TransientFailure
 
 RULES = [
     "A probe result at time t covers [t, t + interval) of its service; when the next result comes sooner, "
@@ -45,6 +44,8 @@ RULES = [
     "coverage_pct = 100 * (up + down) / (period - maintenance).",
 ]
 PERCENTILES = (50.0, 95.0, 99.0)
+#: Build-then-read attempts when probe runs keep dropping rollup rows in between (rare: after midnight).
+READ_ATTEMPTS = 3
 
 Window = tuple[datetime, datetime]
 
@@ -215,12 +216,19 @@ def compute_sla(store: OpsStore, config: Config, period: Period, use_rollups: bo
     plan = sla_store.plan_reads(ranges, use_rollups)
     thresholds = {s.name: s.failure_threshold for s in config.services}
     all_windows = [(name, a, b) for name, merged in windows.items() for a, b in merged]
-    with store.connection() as conn:
-        sla_store.ensure_rollups(conn, plan)
-    with store.connection() as conn, store.connection() as second:
-        figures = sla_store.read_figures(
-            conn, plan, thresholds, period.start, period.end, all_windows, latency_conn=second
-        )
+    figures: dict[str, sla_store.Figures] | None = None
+    for _ in range(READ_ATTEMPTS):
+        with store.connection() as conn:
+            sla_store.ensure_rollups(conn, plan)
+        with store.connection() as conn, store.connection() as second:
+            if sla_store.lock_for_reading(conn, plan):
+                figures = sla_store.read_figures(
+                    conn, plan, thresholds, period.start, period.end, all_windows, latency_conn=second
+                )
+                break
+            # A probe run dropped a day or week between the build and the lock: build again.
+    if figures is None:
+        raise TransientFailure(f"SLA rollups for {period.label} kept changing while the report read them")
     maintenance = {name: sum((b - a).total_seconds() for a, b in merged) for name, merged in windows.items()}
     return {s.name: service_metrics(s, period, figures[s.name], maintenance[s.name]) for s in config.services}
 
@@ -363,8 +371,7 @@ def write_csv_task(result: RoutineResult, period: Period, out_dir: str) -> str:
 @task(**IO_RETRIES, cache_policy=NO_CACHE)
 def refresh_rollups_task(store: OpsStore, config: Config, checked: list[tuple[str, datetime]]) -> None:
     """Incremental rollup fill after a probe run."""
-    with store.connection() as conn:
-        sla_store.refresh_after_write(conn, {s.name: s.interval for s in config.services}, checked)
+    refresh_rollups_for_rows(store, config, checked)
 
 
 def rebuild_rollups(store: OpsStore, config: Config) -> int:
@@ -375,6 +382,7 @@ def rebuild_rollups(store: OpsStore, config: Config) -> int:
         if row is None or row[0] is None:
             return 0
         services = [(s.name, s.interval) for s in config.services]
+        sla_store.lock_rollups(conn)
         conn.execute("delete from opsflow.probe_hourly")
         sla_store.rebuild(conn, services, row[0], row[1] + sla_store.HOUR)
         count = conn.execute("select count(*) from opsflow.probe_hourly").fetchone()
@@ -408,6 +416,7 @@ def burn_rates(store: OpsStore, config: Config, now: datetime) -> dict[str, dict
         window = Period("range", label, now - timedelta(seconds=seconds), now)
         plan = sla_store.plan_reads(service_ranges(config, window)[0])
         with store.connection() as conn:
+            sla_store.lock_rollups(conn)  # build and read in one transaction, no writer in between
             sla_store.ensure_rollups(conn, plan)
             figures = sla_store.up_down(conn, [s.name for s in config.services], plan)
         for service in config.services:
@@ -452,6 +461,6 @@ def burn_rate_checks(store: OpsStore, config: Config, now: datetime) -> dict[str
 
 
 def refresh_rollups_for_rows(store: OpsStore, config: Config, checked: list[tuple[str, datetime]]) -> None:
-    """After an import: refresh the rollups of the hours the rows touch (configured services only)."""
+    """After a probe run or an import: refresh the rollups of the hours the rows touch (configured services only)."""
     with store.connection() as conn:
         sla_store.refresh_after_write(conn, {s.name: s.interval for s in config.services}, checked)

@@ -1,13 +1,20 @@
-"""SQL for the SLA report (SPEC §6): hourly rollups and the per-service figures, all in PostgreSQL.
+"""SQL for the SLA report (SPEC §6): rollups and the per-service figures, all in PostgreSQL.
 
 Coverage rule: a result at t covers ``[t, min(t + interval, next result))`` — when
 probes come closer than their interval, a result covers until the next one, so no
 second is counted twice.
 
-The report asks for "spans" and "pieces" per service (see ``tasks/sla.py``):
-whole UTC hours outside maintenance are read from ``opsflow.probe_hourly``,
-everything else (partial hours at the period's edges, hours touching maintenance)
-from raw rows with the same rule, so the sum equals the raw-row answer.
+Rollups, all by UTC: ``probe_hourly`` (refreshed from raw rows after every probe
+run, for the hours it touches), ``probe_daily`` (24 hours) and ``probe_weekly``
+(ISO weeks of 7 complete days). A refresh drops the days and weeks over its hours;
+they are rebuilt by the first probe run of the next day (:func:`refresh_after_write`)
+or by the report that reads them (:func:`ensure_rollups`). A report reads under a
+shared lock that keeps writers out (:func:`lock_for_reading`).
+
+A report's :class:`ReadPlan` (:func:`plan_reads`) reads whole weeks, days and hours
+outside maintenance from the rollups and everything else (partial hours at the
+period's edges, hours touching maintenance) from raw rows with the same rule, so
+the sum equals the raw-row answer.
 """
 
 from __future__ import annotations
@@ -68,7 +75,21 @@ class Level:
 HOURLY = Level("probe_hourly", "hour", "h", HOUR)
 DAILY = Level("probe_daily", "day", "d", DAY, complete="and r.hours = 24")
 WEEKLY = Level("probe_weekly", "week", "w", WEEK)
-RAW = Level("probe_results", "checked_at", "p", HOUR)
+RAW = Level("probe_results", "checked_at", "p", HOUR)  # raw pieces: only its spans' parameters are used
+
+
+def lock_rollups(conn: psycopg.Connection) -> None:
+    """Hold the rollups for writing until ``conn``'s transaction ends: one writer at a time (a probe
+    run's refresh, a report's build, a rebuild), and no writer while a report reads."""
+    conn.execute("select pg_advisory_xact_lock(hashtext('opsflow.probe_hourly'))")
+
+
+def lock_for_reading(conn: psycopg.Connection, plan: ReadPlan) -> bool:
+    """Keep writers out of the rollups until ``conn``'s transaction ends (other readers may share), and
+    say whether every row ``plan`` reads is there: a probe run may have dropped a day or a week
+    between a report's build and its reads, and a missing row would read as no data."""
+    conn.execute("select pg_advisory_xact_lock_shared(hashtext('opsflow.probe_hourly'))")
+    return not any(_incomplete(conn, level, spans) for level, spans in plan.rollups())
 
 
 def _drop(conn: psycopg.Connection, level: Level, names: Sequence[str], start: datetime, end: datetime) -> None:
@@ -149,7 +170,7 @@ def refresh_rollups(
     if h1 <= h0:
         h1 = h0 + HOUR
     # One refresher at a time (a probe run and a report may refresh the same hours at once).
-    conn.execute("select pg_advisory_xact_lock(hashtext('opsflow.probe_hourly'))")
+    lock_rollups(conn)
     _drop(conn, HOURLY, [s for s, _ in services], h0, h1)
     conn.execute(
         _REFRESH,
@@ -204,8 +225,9 @@ from totals t left join buckets b using (service, {unit})
 
 
 def refresh_daily(conn: psycopg.Connection, names: Sequence[str], d0: datetime, d1: datetime) -> None:
-    """Recompute the daily rollups of ``[d0, d1)`` (UTC days) from the hourly ones; a day whose hours
-    were built with different intervals gets no row (the report reads its hours)."""
+    """Recompute the daily rollups of ``[d0, d1)`` (UTC days) from the hourly ones, and drop the weeks
+    over them (rebuilt when read); a day whose hours were built with different intervals gets no row
+    (the report reads its hours)."""
     _sum_rollups(conn, DAILY, names, d0, d1)
     _drop(conn, WEEKLY, names, floor_week(d0), ceil_week(d1))
 
@@ -228,7 +250,7 @@ def refresh_weekly(conn: psycopg.Connection, names: Sequence[str], w0: datetime,
 
 
 def _sum_rollups(conn: psycopg.Connection, target: Level, names: Sequence[str], start: datetime, end: datetime) -> None:
-    conn.execute("select pg_advisory_xact_lock(hashtext('opsflow.probe_hourly'))")
+    lock_rollups(conn)
     _drop(conn, target, names, start, end)
     # A day sums whatever hours it has (``hours`` says how many); a week only 7 complete days.
     source, source_filter, having, parts_column = (
@@ -261,14 +283,15 @@ def refresh_after_write(
         if name in services:
             by_service.setdefault(name, []).append(at)
     touched: list[Span] = []
+    settled: list[Span] = []
     for name, times in by_service.items():
         iv = timedelta(seconds=services[name])
         touched.append((name, floor_hour(min(times) - iv), ceil_hour(max(times) + iv), services[name]))
+        today = floor_day(max(times))  # the day of the newest result; everything before it is complete
+        settled.append((name, floor_week(today) - WEEK, today, services[name]))
     for (h0, h1), group in by_stretch(touched).items():
         refresh_rollups(conn, group, h0, h1)
-        today = floor_day(h0)
-        settled = [(name, floor_week(today) - WEEK, today, iv) for name, iv in group]
-        ensure_rollups(conn, plan_reads(settled))
+    ensure_rollups(conn, plan_reads(settled))
 
 
 # -- the report's reads -----------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -180,6 +181,9 @@ def test_an_export_imports_back_into_another_store_unchanged(
     assert lines[1] == "api,2026-11-01T00:00:00Z,true,12.345678901,200,"
     assert lines[2].startswith("api,2026-11-01T00:00:30.123456Z,false,,503,")
     assert sorted(p.name for p in exported.parent.iterdir()) == ["export.csv"]  # no partial file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert exported.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would create it, not mkstemp's 0600
 
     name = "t_export_roundtrip"
     with psycopg.connect(pg_server_url, autocommit=True) as conn:
@@ -220,6 +224,10 @@ def test_export_refuses_bad_times_and_writes_nothing_when_the_store_is_down(
     assert "--from: expected an ISO 8601 time" in capsys.readouterr().err
     assert run(["probes", "export", "--from", "2026-11-02", "--to", "2026-11-01"]) == 2
     assert "is not before --to" in capsys.readouterr().err
+    assert run(["probes", "export", "--output", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert run(["probes", "export", "--output", str(tmp_path / "missing" / "x.csv")]) == 2
+    assert "no directory" in capsys.readouterr().err
     monkeypatch.setenv("OPSFLOW_STORE_URL", f"postgresql://ops:s3cret@/opsflow?host={tmp_path}&port=9")
     target = tmp_path / "export.csv"
     assert run(["probes", "export", "--output", str(target)]) == 3

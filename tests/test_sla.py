@@ -344,20 +344,50 @@ def test_rollups_fill_incrementally_and_rebuild_from_raw(store: OpsStore, genera
 
 def test_the_first_probe_run_after_midnight_builds_the_finished_days_and_last_week(store: OpsStore) -> None:
     rng = random.Random(5)
-    start, end = utc(2026, 11, 9), utc(2026, 11, 18, 0, 5)  # Monday of last week .. Wednesday just after midnight
+    start, end = utc(2026, 11, 9), utc(2026, 11, 23, 0, 1)  # two whole weeks, then Monday 00:00
     rows = [
         probe("api", start + timedelta(minutes=m), True, rng) for m in range(int((end - start).total_seconds() // 60))
     ]
     store.write_probe_results(rows)
     with store.connection() as conn:
-        # The probe run at 00:04 refreshes the hours it touches, then settles what is complete before today.
+        # The probe run at Monday 00:00 refreshes the hours it touches (Sunday 23:00 too, which drops
+        # Sunday and last week), then settles everything complete before today.
         sla_store.refresh_after_write(conn, {"api": 60.0}, [("api", rows[-1].checked_at)])
         weeks = conn.execute("select week, days, up_seconds from opsflow.probe_weekly order by week").fetchall()
         days = conn.execute("select day, hours, up_seconds from opsflow.probe_daily order by day").fetchall()
-        settled = sla_store.plan_reads([("api", utc(2026, 11, 9), utc(2026, 11, 18), 60.0)])
+        settled = sla_store.plan_reads([("api", utc(2026, 11, 16), utc(2026, 11, 23), 60.0)])
         assert sla_store.ensure_rollups(conn, settled) == 0  # nothing left for a report to build
-    assert weeks == [(utc(2026, 11, 9), 7, 7 * 86400.0)]
-    assert days[-2:] == [(utc(2026, 11, 16), 24, 86400.0), (utc(2026, 11, 17), 24, 86400.0)]
+    assert weeks[-1] == (utc(2026, 11, 16), 7, 7 * 86400.0)
+    assert days[-1] == (utc(2026, 11, 22), 24, 86400.0)
+
+
+def test_a_probe_run_between_a_reports_build_and_its_reads_changes_nothing(
+    store: OpsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = random.Random(6)
+    start, end = utc(2026, 11, 16), utc(2026, 11, 23, 0, 1)
+    rows = [
+        probe("api", start + timedelta(minutes=m), True, rng) for m in range(int((end - start).total_seconds() // 60))
+    ]
+    store.write_probe_results(rows[:-1])
+    cfg = Config.model_validate({"services": [{"name": "api", "url": "https://api.example.com", "interval": "60s"}]})
+    week = parse_period("week", utc(2026, 11, 23, 0, 0, 30), cfg.tzinfo)  # 2026-W47, whole in UTC
+    build = sla_store.ensure_rollups
+    landed: list[int] = []
+
+    def build_then_a_probe_run_lands(conn: Any, plan: sla_store.ReadPlan) -> int:
+        built = build(conn, plan)
+        if not landed:  # once: the Monday 00:00 result arrives and its run drops Sunday and the week
+            conn.commit()
+            store.write_probe_results(rows[-1:])
+            with store.connection() as other:
+                sla_store.refresh_rollups(other, [("api", 60.0)], rows[-1].checked_at - timedelta(minutes=1), end)
+            landed.append(1)
+        return built
+
+    monkeypatch.setattr(sla_store, "ensure_rollups", build_then_a_probe_run_lands)
+    report = compute_sla(store, cfg, week)["api"]
+    assert landed and report["coverage_pct"] == 100.0 and report["up_seconds"] == 7 * 86400
 
 
 def test_histogram_percentiles_stay_within_one_percent() -> None:
