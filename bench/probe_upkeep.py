@@ -19,9 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import BenchResult, median_seconds
-from bench.sla_report import GENERATE_PROBES
+from bench.sla_report import probe_config, store_with_probes
 from opsflow.config import Config
-from opsflow.embedded import EmbeddedPostgres, ensure_database
+from opsflow.embedded import EmbeddedPostgres
 from opsflow.history_csv import ProbeRow
 from opsflow.store import OpsStore
 from tasks import sla_store
@@ -32,16 +32,7 @@ END = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 def _store_with_history(server: EmbeddedPostgres, name: str, config: Config, days: int) -> OpsStore:
-    ensure_database(server.url(), name)
-    store = OpsStore(server.url(name))
-    store.migrate()
-    start = END - timedelta(days=days)
-    with store.connection() as conn:
-        conn.execute("select opsflow.ensure_probe_partition(%s)", (start,))
-        conn.execute(GENERATE_PROBES, {"services": len(config.services), "start": start, "end": END})
-    with store.connection() as conn:
-        conn.autocommit = True
-        conn.execute("vacuum analyze opsflow.probe_results")
+    store = store_with_probes(server, name, config, END - timedelta(days=days), END)
     rebuild_rollups(store, config)
     return store
 
@@ -67,14 +58,7 @@ def _upkeep(store: OpsStore, config: Config) -> tuple[float, float]:
 
 def run(quick: bool) -> BenchResult:
     services, days = (200, 3) if quick else (1000, 7)
-    config = Config.model_validate(
-        {
-            "services": [
-                {"name": f"svc-{i:04d}", "url": f"https://svc-{i}.example.com/health", "interval": "60s"}
-                for i in range(services)
-            ]
-        }
-    )
+    config = probe_config(services)
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedPostgres.start(Path(tmp) / "pg", keep_running=False)
         try:

@@ -44,6 +44,36 @@ cross join lateral (
 ) g
 """
 
+
+def probe_config(services: int) -> Config:
+    """``services`` services ``svc-0000``... probed every 60 s, as the generated history has them."""
+    return Config.model_validate(
+        {
+            "services": [
+                {"name": f"svc-{i:04d}", "url": f"https://svc-{i}.example.com/health", "interval": "60s"}
+                for i in range(services)
+            ]
+        }
+    )
+
+
+def store_with_probes(
+    server: EmbeddedPostgres, database: str, config: Config, start: datetime, end: datetime
+) -> OpsStore:
+    """A migrated store in a new ``database`` of ``server`` holding 60 s probes of every service of ``config``
+    over ``[start, end)``, generated inside PostgreSQL and vacuumed (rollups not built)."""
+    ensure_database(server.url(), database)
+    store = OpsStore(server.url(database))
+    store.migrate()
+    with store.connection() as conn:
+        conn.execute("select opsflow.ensure_probe_partition(%s)", (start,))
+        conn.execute(GENERATE_PROBES, {"services": len(config.services), "start": start, "end": end})
+    with store.connection() as conn:
+        conn.autocommit = True
+        conn.execute("vacuum analyze opsflow.probe_results")
+    return store
+
+
 _NAIVE = """
 select service,
        sum(extract(epoch from least(e, %(end)s) - greatest(checked_at, %(start)s))) filter (where ok),
@@ -64,28 +94,13 @@ def run(quick: bool) -> BenchResult:
     start = datetime(2026, 11, 1, tzinfo=UTC)
     end = datetime(2026, 11, 1 + days, tzinfo=UTC) if days < 30 else datetime(2026, 12, 1, tzinfo=UTC)
     period = Period("month" if days == 30 else "range", f"{start:%Y-%m}", start, end)
-    config = Config.model_validate(
-        {
-            "services": [
-                {"name": f"svc-{i:04d}", "url": f"https://svc-{i}.example.com/health", "interval": "60s"}
-                for i in range(services)
-            ]
-        }
-    )
+    config = probe_config(services)
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedPostgres.start(Path(tmp) / "pg", keep_running=False)
         try:
-            database = f"bench_{uuid.uuid4().hex[:8]}"
-            ensure_database(server.url(), database)
-            store = OpsStore(server.url(database))
-            store.migrate()
             started = time.perf_counter()
+            store = store_with_probes(server, f"bench_{uuid.uuid4().hex[:8]}", config, start, end)
             with store.connection() as conn:
-                conn.execute("select opsflow.ensure_probe_partition(%s)", (start,))
-                conn.execute(GENERATE_PROBES, {"services": services, "start": start, "end": end})
-            with store.connection() as conn:
-                conn.autocommit = True
-                conn.execute("vacuum analyze opsflow.probe_results")
                 rows = conn.execute("select count(*) from opsflow.probe_results").fetchone()
             generate_seconds = time.perf_counter() - started
             started = time.perf_counter()

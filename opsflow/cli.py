@@ -440,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sla = commands.add_parser("sla", help="SLA report maintenance")
     sla_actions = sla.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sla_rebuild = sla_actions.add_parser("rebuild-rollups", help="rebuild the hourly/daily rollups from raw rows")
+    sla_rebuild = sla_actions.add_parser(
+        "rebuild-rollups", help="rebuild the hourly, daily and weekly rollups from raw rows"
+    )
     _add_config_option(sla_rebuild)
     sla_rebuild.set_defaults(handler=cmd_sla_rebuild_rollups)
 

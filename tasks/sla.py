@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -409,8 +409,6 @@ BURN_RULES: tuple[tuple[str, str, str, float], ...] = (
 def burn_rates(store: OpsStore, config: Config, now: datetime) -> dict[str, dict[str, float | None]]:
     """Each service's error-budget burn rate per window ending at ``now``: (down / (up + down)) / (1 - slo),
     maintenance taken out; None when less than half the window is measured."""
-    from datetime import timedelta
-
     rates: dict[str, dict[str, float | None]] = {s.name: {} for s in config.services}
     for label, seconds in BURN_WINDOWS.items():
         window = Period("range", label, now - timedelta(seconds=seconds), now)

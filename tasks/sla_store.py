@@ -169,16 +169,13 @@ def refresh_rollups(
     h0, h1 = floor_hour(start), ceil_hour(end)
     if h1 <= h0:
         h1 = h0 + HOUR
+    names = [name for name, _ in services]
     # One refresher at a time (a probe run and a report may refresh the same hours at once).
     lock_rollups(conn)
-    _drop(conn, HOURLY, [s for s, _ in services], h0, h1)
-    conn.execute(
-        _REFRESH,
-        {"names": [s for s, _ in services], "ivs": [float(iv) for _, iv in services], "h0": h0, "h1": h1},
-    )
-    # The days and weeks over these hours are now out of date: drop them here (cheap, once a minute)
-    # and let the next report that reads them rebuild them (``ensure_rollups``).
-    names = [s for s, _ in services]
+    _drop(conn, HOURLY, names, h0, h1)
+    conn.execute(_REFRESH, {"names": names, "ivs": [float(iv) for _, iv in services], "h0": h0, "h1": h1})
+    # The days and weeks over these hours are now out of date: drop them here (cheap, once a minute);
+    # the next day's first probe run or the report that reads them rebuilds them (``ensure_rollups``).
     _drop(conn, DAILY, names, floor_day(h0), ceil_day(h1))
     _drop(conn, WEEKLY, names, floor_week(h0), ceil_week(h1))
 

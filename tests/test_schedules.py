@@ -73,13 +73,18 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
             time.sleep(0.5)
         yield api_url, home
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _stop(server)
         log.close()
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    """Terminate ``process`` and wait for it; kill it if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _post(api_url: str, path: str, body: dict[str, Any]) -> Any:
@@ -176,12 +181,7 @@ def test_a_cron_schedule_fires_the_routine_on_its_own(
         try:
             run = _first_finished_run(api_url, "cron-smoke", served, deadline=time.monotonic() + 150)
         finally:
-            served.terminate()
-            try:
-                served.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                served.kill()
-                served.wait()
+            _stop(served)
     assert run is not None, f"the cron schedule never fired a run:\n{log_path.read_text()[-3000:]}"
     assert run["state"]["type"] == "COMPLETED", run["state"]["message"]
     planned = datetime.fromisoformat(run["expected_start_time"])
