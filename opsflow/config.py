@@ -33,7 +33,7 @@ import os
 import re
 import types
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from email.utils import parseaddr
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -55,6 +55,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from opsflow.redact import register_secret
 from opsflow.units import (
@@ -69,15 +70,21 @@ __all__ = [
     "BackupSet",
     "CapacityMetric",
     "CapacitySource",
+    "Certificate",
     "Config",
     "ConfigError",
     "ConfigProblem",
+    "DailyDigest",
     "Database",
+    "DatedItem",
+    "Digests",
     "Drill",
     "Duration",
     "EmailNotification",
+    "EscalationTier",
     "Expect",
     "Expectation",
+    "Expiry",
     "FilesystemSource",
     "FilesystemStorage",
     "Freshness",
@@ -94,8 +101,10 @@ __all__ = [
     "QualitySuite",
     "Reports",
     "Retention",
+    "RowCountChange",
     "S3Source",
     "S3Storage",
+    "SchemaCheck",
     "SecretRef",
     "SecretValue",
     "Service",
@@ -108,6 +117,7 @@ __all__ = [
     "TableCheck",
     "Threshold",
     "WebhookNotification",
+    "WeeklyDigest",
     "aresolve_secret",
     "default_config_path",
     "load_config",
@@ -215,6 +225,19 @@ PositiveDuration = Annotated[float, BeforeValidator(_to_duration), AfterValidato
 Size = Annotated[int, BeforeValidator(_to_size)]
 #: Percent in 0..100, written ``80%``.
 Percent = Annotated[float, BeforeValidator(_to_percent)]
+
+
+def _not_longer_than_warn_within(fail_within: float, info: ValidationInfo) -> float:
+    warn_within = info.data.get("warn_within")  # absent when invalid: no second error
+    if warn_within is not None and fail_within > warn_within:
+        raise ValueError(
+            f"fail_within ({format_duration(fail_within)}) must not exceed warn_within ({format_duration(warn_within)})"
+        )
+    return fail_within
+
+
+#: The ``fail_within`` of a warn/fail pair; declare it after the ``warn_within`` it must not exceed.
+FailWithin = Annotated[float, BeforeValidator(_to_duration), AfterValidator(_not_longer_than_warn_within)]
 
 
 def _non_empty(value: str) -> str:
@@ -368,7 +391,19 @@ def _check_secret_http_url(value: str | SecretRef) -> str | SecretRef:
     return value
 
 
+def _is_https(value: object) -> bool:
+    """Whether ``value`` is an https:// URL (of a service whose certificate is checked)."""
+    return isinstance(value, str) and _is_http_url(value) and urlsplit(value).scheme == "https"
+
+
+def _check_https_url(value: str) -> str:
+    if not _is_https(value):
+        raise ValueError(f"expected an https:// URL, got {_redact_url(value)!r}")
+    return value
+
+
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+HttpsUrl = Annotated[str, AfterValidator(_check_https_url)]
 SecretHttpUrl = Annotated[SecretValue, AfterValidator(_check_secret_http_url)]
 
 _EMAIL_RE = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
@@ -417,6 +452,51 @@ def _check_aware(value: datetime) -> datetime:
 
 #: An ISO 8601 instant with an offset; naive times are refused, not guessed.
 AwareTime = Annotated[datetime, AfterValidator(_check_aware)]
+
+_DATE_HINT = "expected a date like 2027-03-31"
+
+
+def _not_a_number(value: object) -> object:
+    # pydantic would read 20270331 as a Unix timestamp: a number is never a date here.
+    if isinstance(value, int | float):
+        raise ValueError(f"{_DATE_HINT}, got {_describe(value)}")
+    return value
+
+
+def _check_year(value: date) -> date:
+    if not 1970 <= value.year <= 2200:  # SPEC section 7: times outside 1970-2200 are bad input
+        raise ValueError(f"expected a date between 1970 and 2200, got {value.isoformat()!r}")
+    return value
+
+
+#: A calendar day, ``YYYY-MM-DD``; an impossible day such as 2027-02-30 is refused.
+ConfigDate = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(_check_year)]
+
+_CLOCK_RE = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def _to_clock_time(value: object) -> str:
+    match = _CLOCK_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(f'expected a time of day from 00:00 to 23:59 like "08:00", got {_describe(value)}')
+    return f"{int(match[1]):02d}:{match[2]}"
+
+
+#: A time of day ``HH:MM`` in the config's timezone, normalized to two-digit hours.
+ClockTime = Annotated[str, BeforeValidator(_to_clock_time)]
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _to_weekday(value: object) -> str:
+    day = value.strip().lower() if isinstance(value, str) else None
+    if day not in WEEKDAYS:
+        raise ValueError(f"expected a day of the week (monday to sunday), got {_describe(value)}")
+    return day
+
+
+#: ``monday`` .. ``sunday``, any case, normalized to lowercase.
+Weekday = Annotated[str, BeforeValidator(_to_weekday)]
 
 
 def _scalar(value: Any) -> str | int | float | bool | None:
@@ -541,6 +621,8 @@ class Expect(_Model):
 class Slo(_Model):
     availability: Percent = 99.9
     latency_p95: PositiveDuration | None = None
+    # An SLA measured on less of the period than this is a `coverage` warn, not a clean ok.
+    min_coverage: Percent = 90.0
 
 
 class Service(_Model):
@@ -691,19 +773,8 @@ class CapacityMetric(_Model):
     source: CapacitySource
     threshold: Threshold
     warn_within: Duration = 30 * 86400.0
-    fail_within: Duration = 7 * 86400.0
+    fail_within: FailWithin = 7 * 86400.0
     window: PositiveDuration = 90 * 86400.0
-
-    @field_validator("fail_within")
-    @classmethod
-    def _fail_not_later_than_warn(cls, fail_within: float, info: ValidationInfo) -> float:
-        warn_within = info.data.get("warn_within")
-        if warn_within is not None and fail_within > warn_within:
-            raise ValueError(
-                f"fail_within ({format_duration(fail_within)}) must not exceed "
-                f"warn_within ({format_duration(warn_within)})"
-            )
-        return fail_within
 
 
 class Expectation(_Model):
@@ -752,14 +823,93 @@ class Freshness(_Model):
     max_age: PositiveDuration
 
 
+class RowCountChange(_Model):
+    """The ``row_count_change`` check: the row count against the median of this table's last runs."""
+
+    max_change: Percent = Field(description="a change (up or down) larger than this fails")
+    runs: int = Field(default=7, ge=1, description="how many of the last stored runs the median is taken over")
+
+
+class SchemaCheck(_Model):
+    """The ``schema`` check: a column dropped or retyped since the last run fails."""
+
+    allow_new_columns: bool = Field(default=True, description="false: a column added since the last run fails too")
+
+
 class QualitySuite(_Model):
     """Data-quality checks of one table."""
+
+    # ``schema`` would shadow BaseModel.schema(): the field has another name, the key stays ``schema``.
+    model_config = ConfigDict(populate_by_name=True)
 
     name: Name
     url: PostgresUrl
     table: NonEmptyStr
     expectations: list[Expectation] = Field(default_factory=list)
     freshness: Freshness | None = None
+    row_count_change: RowCountChange | None = None
+    schema_check: SchemaCheck | None = Field(default=None, alias="schema")
+
+
+class Certificate(_Model):
+    """A certificate checked by ``expiry-check``: read from a TLS endpoint (``tls`` or ``url``) or a PEM ``file``."""
+
+    name: Name
+    tls: TcpAddress | None = None
+    url: HttpsUrl | None = None
+    # Validated even when absent so that "none of tls, url, file" is reported
+    # together with the entry's other problems.
+    file: NonEmptyStr | None = Field(default=None, validate_default=True)
+    server_name: NonEmptyStr | None = Field(default=None, description="SNI name to send, when not the host's own")
+    warn_within: Duration | None = Field(default=None, description="overrides expiry.warn_within")
+    fail_within: Duration | None = Field(default=None, description="overrides expiry.fail_within")
+
+    @field_validator("file")
+    @classmethod
+    def _exactly_one_source(cls, file: str | None, info: ValidationInfo) -> str | None:
+        if "tls" not in info.data or "url" not in info.data:  # invalid and already reported
+            return file
+        sources = {"tls": info.data["tls"], "url": info.data["url"], "file": file}
+        given = [key for key, value in sources.items() if value is not None]
+        if not given:
+            raise _ItemLevelError("set one of tls (host:port), url (https://...) or file (a PEM file)")
+        if len(given) > 1:
+            raise _ItemLevelError(f"set only one of tls, url or file, got {' and '.join(given)}")
+        return file
+
+    @field_validator("server_name")
+    @classmethod
+    def _endpoint_only(cls, server_name: str | None, info: ValidationInfo) -> str | None:
+        if server_name is not None and info.data.get("file") is not None:
+            raise ValueError("server_name applies to tls and url, not to a file")
+        return server_name
+
+
+class DatedItem(_Model):
+    """Something dated without an endpoint (a license, domain, contract, API key); expires at the end of its day."""
+
+    name: Name
+    expires: ConfigDate
+    owner: NonEmptyStr | None = Field(default=None, description="who renews it: an email address or free text")
+    kind: NonEmptyStr | None = Field(default=None, description="free text: license, domain, contract, ...")
+    warn_within: Duration | None = Field(default=None, description="overrides expiry.warn_within")
+    fail_within: Duration | None = Field(default=None, description="overrides expiry.fail_within")
+
+
+class Expiry(_Model):
+    """Things that expire. Every HTTPS service's certificate is checked too, as an item named after the service."""
+
+    warn_within: Duration = 30 * 86400.0
+    fail_within: FailWithin = 7 * 86400.0
+    certificates: list[Certificate] = Field(default_factory=list)
+    items: list[DatedItem] = Field(default_factory=list)
+
+    def limits(self, entry: Certificate | DatedItem | None = None) -> tuple[float, float]:
+        """``(warn_within, fail_within)`` seconds for ``entry``: its overrides, else these
+        (``None``: an HTTPS service's certificate, which has no overrides)."""
+        warn_within = entry.warn_within if entry is not None and entry.warn_within is not None else self.warn_within
+        fail_within = entry.fail_within if entry is not None and entry.fail_within is not None else self.fail_within
+        return warn_within, fail_within
 
 
 class SlackNotification(_Model):
@@ -791,11 +941,28 @@ class EmailNotification(_Model):
     to: list[EmailAddress] = Field(default_factory=list)
 
 
+class EscalationTier(_Model):
+    """Who is told, once, about a fail/error still open ``after`` its trigger."""
+
+    after: PositiveDuration
+    to: list[EmailAddress] = Field(default_factory=list)
+    # Validated even when absent: a tier that tells no one is reported with its other problems.
+    slack_mention: NonEmptyStr | None = Field(default=None, validate_default=True, description='e.g. "@ops-lead"')
+
+    @field_validator("slack_mention")
+    @classmethod
+    def _tells_someone(cls, slack_mention: str | None, info: ValidationInfo) -> str | None:
+        if slack_mention is None and info.data.get("to") == []:  # absent when invalid: no second error
+            raise _ItemLevelError("a tier must tell someone: set to (email addresses), slack_mention, or both")
+        return slack_mention
+
+
 class Notifications(_Model):
     slack: SlackNotification | None = None
     pagerduty: PagerDutyNotification | None = None
     webhook: WebhookNotification | None = None
     email: EmailNotification | None = None
+    escalate: list[EscalationTier] = Field(default_factory=list)  # in increasing order of after
     page_interval: PositiveDuration = 3600.0  # a flapping item pages at most once per this
 
     @property
@@ -821,6 +988,35 @@ class Reports(_Model):
     monthly: MonthlyReport | None = None
 
 
+class DailyDigest(_Model):
+    to: list[EmailAddress] = Field(default_factory=list)
+    slack: bool = False
+    at: ClockTime = Field(default="08:00", description="HH:MM in the config's timezone")
+
+    @property
+    def hour_minute(self) -> tuple[int, int]:
+        """``at`` as ``(hour, minute)``, e.g. for a cron schedule."""
+        hour, minute = self.at.split(":")
+        return int(hour), int(minute)
+
+
+class WeeklyDigest(DailyDigest):
+    day: Weekday = "monday"
+    at: ClockTime = Field(default="08:30", description="HH:MM in the config's timezone")
+
+    @property
+    def weekday(self) -> int:
+        """``day`` as 0 (Monday) .. 6 (Sunday), as ``datetime.weekday()`` counts."""
+        return WEEKDAYS.index(self.day)
+
+
+class Digests(_Model):
+    """Where ``ops-digest`` delivers: ``weekly`` for a week's digest, ``daily`` otherwise."""
+
+    daily: DailyDigest | None = None
+    weekly: WeeklyDigest | None = None
+
+
 class Config(_Model):
     """The whole ``opsflow.yaml``; every section is optional."""
 
@@ -833,7 +1029,9 @@ class Config(_Model):
     maintenance: list[MaintenanceWindow] = Field(default_factory=list)
     capacity: list[CapacityMetric] = Field(default_factory=list)
     quality: list[QualitySuite] = Field(default_factory=list)
+    expiry: Expiry = Field(default_factory=Expiry)
     notifications: Notifications = Field(default_factory=Notifications)
+    digests: Digests = Field(default_factory=Digests)
     reports: Reports = Field(default_factory=Reports)
 
     @field_validator("timezone")
@@ -886,6 +1084,17 @@ class Config(_Model):
     def get_quality(self, name: str) -> QualitySuite:
         return _by_name(self.quality, "name", name, "quality suite")
 
+    def get_certificate(self, name: str) -> Certificate:
+        return _by_name(self.expiry.certificates, "name", name, "certificate")
+
+    def get_dated_item(self, name: str) -> DatedItem:
+        return _by_name(self.expiry.items, "name", name, "dated item")
+
+    @property
+    def https_services(self) -> list[Service]:
+        """Services whose certificate ``expiry-check`` also reads, as an item named after the service."""
+        return [service for service in self.services if _is_https(service.url)]
+
     def maintenance_for(self, service: str) -> list[MaintenanceWindow]:
         return [window for window in self.maintenance if service in window.services]
 
@@ -897,7 +1106,7 @@ def _by_name(items: list[_Item], key: str, name: str, label: str) -> _Item:
     for item in items:
         if getattr(item, key) == name:
             return item
-    known = ", ".join(str(getattr(item, key)) for item in items) or "none"
+    known = ", ".join(dict.fromkeys(str(getattr(item, key)) for item in items)) or "none"
     raise KeyError(f"unknown {label} {name!r} (defined: {known})")
 
 
@@ -1034,7 +1243,8 @@ def parse_config(text: str, *, file: str = "<config>", environ: Mapping[str, str
     problems.extend(ConfigProblem(file, _line_of(lines, path), _dotted(path), message) for path, message in found)
     if problems:
         raise ConfigError(_ordered(problems))
-    assert config is not None
+    if config is None:  # a failed validation always reports a problem above; never hand out an unchecked config
+        raise ConfigError([ConfigProblem(file, None, "", "the config did not validate")])
     return config
 
 
@@ -1048,6 +1258,34 @@ def _dotted(path: tuple[str | int, ...]) -> str:
     return ".".join(str(part) for part in path)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that leaves two YAML 1.1 surprises as text for validation to judge.
+
+    An impossible date (``2027-02-30``) would raise a bare ValueError from
+    PyYAML, a traceback; as text it is reported at its key. A base-60 number
+    (``at: 12:30`` is 750 in YAML 1.1) stays ``"12:30"``.
+    """
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            return self.construct_scalar(node)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        text = self.construct_scalar(node)
+        return text if ":" in text else super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> Any:
+        text = self.construct_scalar(node)
+        return text if ":" in text else super().construct_yaml_float(node)
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _ConfigLoader.construct_yaml_timestamp)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _ConfigLoader.construct_yaml_float)
+
+
 def _read_yaml(
     text: str, file: str, problems: list[ConfigProblem]
 ) -> tuple[dict[tuple[str | int, ...], int], Any] | None:
@@ -1055,7 +1293,7 @@ def _read_yaml(
 
     Appends to ``problems``; returns None when the YAML cannot be read at all.
     """
-    loader = yaml.SafeLoader(text)
+    loader = _ConfigLoader(text)
     try:
         root = loader.get_single_node()
         # Before construction: constructing flattens "<<" merge keys in place.
@@ -1241,7 +1479,7 @@ def _pydantic_problem(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], 
         key = str(path[-1]) if path else ""
         message = f"unknown key {key!r}"
         if owner is not None:
-            close = difflib.get_close_matches(key, list(owner.model_fields), n=1)
+            close = difflib.get_close_matches(key, _keys_of(owner), n=1)
             if close:
                 message += f" (did you mean {close[0]!r}?)"
         return path, message
@@ -1275,13 +1513,22 @@ def _pydantic_problem(error: Mapping[str, Any]) -> tuple[tuple[str | int, ...], 
         "datetime_type": "expected a time like 2026-11-10T02:00:00Z, got {got}",
         "datetime_parsing": "expected a time like 2026-11-10T02:00:00Z, got {got}",
         "datetime_from_date_parsing": "expected a time like 2026-11-10T02:00:00Z, got {got}",
+        "date_type": _DATE_HINT + ", got {got}",
+        "date_parsing": _DATE_HINT + ", got {got}",
+        "date_from_datetime_parsing": _DATE_HINT + ", got {got}",
+        "date_from_datetime_inexact": _DATE_HINT + ", got {got}",
     }
     template = templates.get(kind)
     if template is not None:
         try:
-            return path, template.format(got=got, **ctx)
+            message = template.format(got=got, **ctx)
         except (KeyError, IndexError):
             pass
+        else:
+            reason = str(ctx.get("error", ""))
+            if "outside expected range" in reason:  # 2027-02-30: say which part is impossible
+                message += f" ({reason})"
+            return path, message
     return path, f"{_strip_prefix(error['msg'])}, got {got}"
 
 
@@ -1324,7 +1571,7 @@ def _walk_loc(
         owner = None
         if isinstance(current, type) and issubclass(current, BaseModel):
             owner = current
-            field = current.model_fields.get(part) if isinstance(part, str) else None
+            field = _field_of(current, part) if isinstance(part, str) else None
             current = field.annotation if field is not None else None
         elif get_origin(current) is list and isinstance(part, int):
             current = get_args(current)[0]
@@ -1339,6 +1586,18 @@ def _walk_loc(
         for member in get_args(current):
             tags.extend(_tags_of(member))
     return tuple(path), owner, tags
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    """The keys a model takes in a file: a field's alias where it has one (``schema``)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _field_of(model: type[BaseModel], key: str) -> FieldInfo | None:
+    """The field a key names, by alias (errors from a file) or by field name (from code)."""
+    if key in model.model_fields:
+        return model.model_fields[key]
+    return next((field for field in model.model_fields.values() if field.alias == key), None)
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -1368,26 +1627,42 @@ def _tags_of(member: Any) -> list[str]:
 # --------------------------------------------------------------------------- cross-references
 
 
-def _semantic_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+_Found = list[tuple[tuple[str | int, ...], str]]  # (data path, message)
+_NO_SMTP = "recipients are set but notifications.email (the SMTP server) is not configured"
+
+
+def _mappings(value: Any) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """``(index, item)`` of the mapping items of a raw list; nothing for anything else."""
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, Mapping):
+                yield index, item
+
+
+def _seconds(value: Any) -> float | None:
+    """A raw duration in seconds; None where it is invalid (validation reports that)."""
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _semantic_problems(data: Mapping[str, Any]) -> _Found:
     """Rules spanning sections (names that refer to each other, unique names).
 
     Works on raw data and skips whatever has the wrong shape: that is reported
     by validation, and these rules must still be checked beside it.
     """
-    found: list[tuple[tuple[str | int, ...], str]] = []
+    found: _Found = []
 
     def items(section: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
-        value = data.get(section)
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                if isinstance(item, Mapping):
-                    yield index, item
+        return _mappings(data.get(section))
 
     def names(section: str, key: str) -> list[str]:
         return [item[key] for _, item in items(section) if isinstance(item.get(key), str)]
 
     def defined(known: Mapping[str, Any] | list[str], what: str) -> str:
-        listed = ", ".join(sorted(known))
+        listed = ", ".join(sorted(set(known)))  # a duplicated name is reported on its own, listed once here
         return f" (defined: {listed})" if listed else f" (no {what} are defined)"
 
     for section, key, label in (
@@ -1482,21 +1757,108 @@ def _semantic_problems(data: Mapping[str, Any]) -> list[tuple[tuple[str | int, .
 
     reports = data.get("reports")
     monthly = reports.get("monthly") if isinstance(reports, Mapping) else None
-    if isinstance(monthly, Mapping):
-        if monthly.get("storage") is not None:
-            check_storage(("reports", "monthly", "storage"), monthly.get("storage"), need_s3=False)
-        notifications = data.get("notifications")
-        channels = notifications if isinstance(notifications, Mapping) else {}
-        if monthly.get("slack") is True and channels.get("slack") is None:
-            found.append((("reports", "monthly", "slack"), "slack is true but notifications.slack is not configured"))
-        if monthly.get("to") and channels.get("email") is None:
-            found.append(
-                (
-                    ("reports", "monthly", "to"),
-                    "recipients are set but notifications.email (the SMTP server) is not configured",
-                )
-            )
+    if isinstance(monthly, Mapping) and monthly.get("storage") is not None:
+        check_storage(("reports", "monthly", "storage"), monthly.get("storage"), need_s3=False)
+    found.extend(_delivery_problems(data))
+    found.extend(_expiry_problems(data))
     return found
+
+
+def _delivery_problems(data: Mapping[str, Any]) -> _Found:
+    """Whatever sends email or Slack messages needs that channel in ``notifications``."""
+    notifications = data.get("notifications")
+    channels = notifications if isinstance(notifications, Mapping) else {}
+    reports, digests = data.get("reports"), data.get("digests")
+    senders: list[tuple[tuple[str, str], Any]] = [
+        (("reports", "monthly"), reports.get("monthly") if isinstance(reports, Mapping) else None),
+        (("digests", "daily"), digests.get("daily") if isinstance(digests, Mapping) else None),
+        (("digests", "weekly"), digests.get("weekly") if isinstance(digests, Mapping) else None),
+    ]
+    found: _Found = []
+    for path, sender in senders:
+        if not isinstance(sender, Mapping):
+            continue
+        if sender.get("to") and channels.get("email") is None:
+            found.append(((*path, "to"), _NO_SMTP))
+        if sender.get("slack") is True and channels.get("slack") is None:
+            found.append(((*path, "slack"), "slack is true but notifications.slack is not configured"))
+    found.extend(_escalation_problems(channels))
+    return found
+
+
+def _escalation_problems(notifications: Mapping[str, Any]) -> _Found:
+    """Tiers in strictly increasing order of ``after``, each telling someone over a configured channel."""
+    found: _Found = []
+    latest: tuple[int, float] | None = None  # (index, after) of the latest tier so far
+    for index, tier in _mappings(notifications.get("escalate")):
+        path = ("notifications", "escalate", index)
+        after = _seconds(tier.get("after"))
+        if after is not None and after > 0:  # 0s is reported by validation
+            if latest is None or after > latest[1]:
+                latest = (index, after)
+            else:
+                found.append(
+                    (
+                        (*path, "after"),
+                        f"must be later than notifications.escalate.{latest[0]}.after "
+                        f"({format_duration(latest[1])}); tiers go in increasing order",
+                    )
+                )
+        if tier.get("to") and notifications.get("email") is None:
+            found.append(((*path, "to"), _NO_SMTP))
+        if tier.get("slack_mention") is not None and notifications.get("slack") is None:
+            found.append(((*path, "slack_mention"), "slack_mention is set but notifications.slack is not configured"))
+    return found
+
+
+def _expiry_problems(data: Mapping[str, Any]) -> _Found:
+    """Expiry names are unique, also against HTTPS services (each one's certificate is an
+    item named after it), and an entry's own windows keep fail_within <= warn_within."""
+    expiry = data.get("expiry")
+    if not isinstance(expiry, Mapping):
+        return []
+    https_services: dict[str, int] = {}
+    for index, service in _mappings(data.get("services")):
+        if isinstance(service.get("name"), str) and _is_https(service.get("url")):
+            https_services.setdefault(service["name"], index)
+    found: _Found = []
+    first: dict[str, str] = {}  # name -> where it is first defined
+    for section in ("certificates", "items"):
+        for index, entry in _mappings(expiry.get(section)):
+            path = ("expiry", section, index)
+            name = entry.get("name")
+            if isinstance(name, str) and name in https_services:
+                found.append(
+                    (
+                        (*path, "name"),
+                        f"name {name!r} is taken by the HTTPS service services.{https_services[name]}, "
+                        "whose certificate is checked under that name",
+                    )
+                )
+            elif isinstance(name, str) and name in first:
+                found.append(((*path, "name"), f"duplicate expiry name {name!r} (first at {first[name]})"))
+            elif isinstance(name, str):
+                first[name] = _dotted(path)
+            found.extend(_expiry_window_problems(path, entry, expiry))
+    return found
+
+
+def _expiry_window_problems(path: tuple[str | int, ...], entry: Mapping[str, Any], expiry: Mapping[str, Any]) -> _Found:
+    """An entry's own warn_within/fail_within, taken with the global one it does not override."""
+    own_warn, own_fail = entry.get("warn_within"), entry.get("fail_within")
+    if own_warn is None and own_fail is None:
+        return []  # the global pair is checked by the Expiry model
+    defaults = Expiry.model_fields
+    warn = _seconds(own_warn if own_warn is not None else expiry.get("warn_within", defaults["warn_within"].default))
+    fail = _seconds(own_fail if own_fail is not None else expiry.get("fail_within", defaults["fail_within"].default))
+    if warn is None or fail is None or fail <= warn:
+        return []
+    if own_fail is None:
+        message = f"warn_within ({format_duration(warn)}) must not be shorter than expiry.fail_within"
+        return [((*path, "warn_within"), f"{message} ({format_duration(fail)})")]
+    against = "warn_within" if own_warn is not None else "expiry.warn_within"
+    message = f"fail_within ({format_duration(fail)}) must not exceed {against} ({format_duration(warn)})"
+    return [((*path, "fail_within"), message)]
 
 
 def _same_database(target: Any, source: Any) -> bool:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import types
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -16,15 +16,19 @@ from pydantic import ValidationError
 
 from opsflow.config import (
     BackupSet,
+    Certificate,
     Config,
     ConfigError,
     ConfigProblem,
+    DatedItem,
     Expectation,
+    Expiry,
     FilesystemSource,
     FilesystemStorage,
     S3Source,
     S3Storage,
     SecretRef,
+    Service,
     Threshold,
     default_config_path,
     load_config,
@@ -39,6 +43,7 @@ SOCKET_URL = "postgresql://postgres@/db?host=/run/pg"
 SOCKET_URL_EMPTY_PASSWORD = "postgresql://postgres:@/postgres?host=/tmp/x"
 SPEC_ENV = {"ORDERS_DB_URL": SOCKET_URL, "EVENTS_DB_URL": SOCKET_URL_EMPTY_PASSWORD}
 
+_NO_SMTP = "recipients are set but notifications.email (the SMTP server) is not configured"
 STORAGE = "storages: {s3main: {type: s3, bucket: b}, local: {type: filesystem, path: /b}}\n"
 
 
@@ -135,6 +140,7 @@ def test_spec_example_services_and_maintenance(spec_config: Config) -> None:
     assert service.failure_threshold == 3
     assert service.slo.availability == 99.9
     assert service.slo.latency_p95 == 0.5
+    assert service.slo.min_coverage == 90.0
     (window,) = spec_config.maintenance
     assert window.services == ["api"]
     assert window.start == datetime(2026, 11, 10, 2, tzinfo=UTC)
@@ -180,6 +186,32 @@ def test_spec_example_quality(spec_config: Config) -> None:
     assert suite.expectations[3].kwargs == {"column": "amount", "min_value": 0, "max_value": 10000}
     assert suite.freshness is not None
     assert (suite.freshness.column, suite.freshness.max_age) == ("created_at", 3600)
+    assert suite.row_count_change is not None
+    assert (suite.row_count_change.max_change, suite.row_count_change.runs) == (50.0, 7)
+    assert suite.schema_check is not None
+    assert suite.schema_check.allow_new_columns is True
+
+
+def test_spec_example_expiry(spec_config: Config) -> None:
+    expiry = spec_config.expiry
+    assert (expiry.warn_within, expiry.fail_within) == (30 * 86400, 7 * 86400)
+    mail, internal_ca = expiry.certificates
+    assert (mail.name, mail.tls, mail.url, mail.file) == ("mail-tls", "mail.example.com:465", None, None)
+    assert (internal_ca.name, internal_ca.tls, internal_ca.file) == (
+        "internal-ca",
+        None,
+        "/etc/ssl/certs/internal-ca.pem",
+    )
+    (contract,) = expiry.items
+    assert (contract.name, contract.expires, contract.owner, contract.kind) == (
+        "pagerduty-contract",
+        date(2027, 3, 31),
+        "ops@example.com",
+        None,
+    )
+    assert expiry.limits(contract) == expiry.limits() == (30 * 86400, 7 * 86400)
+    # The HTTPS service's certificate is an expiry item too, named after the service.
+    assert [service.name for service in spec_config.https_services] == ["api"]
 
 
 def test_spec_example_notifications_and_reports(spec_config: Config) -> None:
@@ -195,8 +227,24 @@ def test_spec_example_notifications_and_reports(spec_config: Config) -> None:
     assert notifications.email.smtp_port == 587
     assert notifications.email.starttls
     assert notifications.email.sender == "ops@example.com"
+    assert notifications.email.to == ["oncall@example.com"]
     assert notifications.channels == ["slack", "pagerduty", "email"]
     assert notifications.page_interval == 3600
+    first, second = notifications.escalate
+    assert (first.after, first.to, first.slack_mention) == (1800, ["ops-lead@example.com"], "@ops-lead")
+    assert (second.after, second.to, second.slack_mention) == (4 * 3600, ["head-of-ops@example.com"], None)
+    daily, weekly = spec_config.digests.daily, spec_config.digests.weekly
+    assert daily is not None
+    assert (daily.to, daily.slack, daily.at, daily.hour_minute) == (["ops@example.com"], True, "08:00", (8, 0))
+    assert weekly is not None
+    assert (weekly.to, weekly.slack, weekly.day, weekly.weekday, weekly.at, weekly.hour_minute) == (
+        ["ops-leads@example.com"],
+        True,
+        "monday",
+        0,
+        "08:30",
+        (8, 30),
+    )
     monthly = spec_config.reports.monthly
     assert monthly is not None
     assert monthly.to == ["stakeholders@example.com"]
@@ -210,8 +258,12 @@ def test_spec_example_lookups(spec_config: Config) -> None:
     assert spec_config.get_metric("root-disk").threshold.unit == "percent"
     assert spec_config.get_quality("events").table == "public.events"
     assert isinstance(spec_config.get_storage("s3main"), S3Storage)
+    assert spec_config.get_certificate("internal-ca").file == "/etc/ssl/certs/internal-ca.pem"
+    assert spec_config.get_dated_item("pagerduty-contract").expires == date(2027, 3, 31)
     with pytest.raises(KeyError, match="unknown backup set 'nope' \\(defined: orders-db\\)"):
         spec_config.get_backup("nope")
+    with pytest.raises(KeyError, match="unknown certificate 'api' \\(defined: mail-tls, internal-ca\\)"):
+        spec_config.get_certificate("api")
 
 
 def test_spec_example_needs_its_variables() -> None:
@@ -1017,6 +1069,400 @@ def test_reports_need_their_channels(tmp_path: Path) -> None:
         ),
         ConfigProblem(file, 4, "reports.monthly.slack", "slack is true but notifications.slack is not configured"),
     ]
+
+
+def test_unknown_reference_lists_a_duplicated_name_once(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        STORAGE,
+        """
+        backups:
+          - {name: shop-db, storage: local, prefix: a/}
+          - {name: shop-db, storage: local, prefix: b/}
+        databases:
+          - {name: shop, backup: shop}
+        """,
+    )
+    file = str(path)
+    assert problems_of(path) == [
+        ConfigProblem(file, 4, "backups.1.name", "duplicate backup set name 'shop-db' (first at backups.0)"),
+        ConfigProblem(file, 6, "databases.0.backup", "unknown backup set 'shop' (defined: shop-db)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "key"),
+    [
+        ("capacity:\n  - metric: m\n    source: {type: import}\n    threshold: 1\n", 6, "capacity.0.fail_within"),
+        ("expiry:\n", 3, "expiry.fail_within"),
+    ],
+)
+def test_fail_within_must_not_exceed_warn_within(tmp_path: Path, section: str, line: int, key: str) -> None:
+    indent = "    " if section.startswith("capacity") else "  "
+    path = write(tmp_path, f"{section}{indent}warn_within: 7d\n{indent}fail_within: 14d\n")
+    assert one_problem(path) == ConfigProblem(
+        str(path), line, key, "fail_within (14d) must not exceed warn_within (7d)"
+    )
+
+
+# ------------------------------------------------------------------ SLA coverage and data-quality checks
+
+
+def test_min_coverage_default_and_value(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        services:
+          - {name: a, tcp: "a:1"}
+          - {name: b, tcp: "b:1", slo: {min_coverage: 75%}}
+        """,
+    )
+    assert [service.slo.min_coverage for service in load_config(path, environ={}).services] == [90.0, 75.0]
+
+
+def test_min_coverage_is_a_percentage(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  - name: a\n    tcp: a:1\n    slo: {min_coverage: 0.9}\n")
+    assert one_problem(path) == ConfigProblem(
+        str(path), 4, "services.0.slo.min_coverage", "expected a percentage like 80% or 99.9%, got 0.9 (add the % sign)"
+    )
+
+
+def test_quality_checks_are_optional_with_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        quality:
+          - {name: a, url: "postgresql://h/db", table: t}
+          - name: b
+            url: postgresql://h/db
+            table: t
+            row_count_change: {max_change: 20%}
+            schema: {}
+          - name: c
+            url: postgresql://h/db
+            table: t
+            schema: {allow_new_columns: false}
+        """,
+    )
+    a, b, c = load_config(path, environ={}).quality
+    assert (a.row_count_change, a.schema_check) == (None, None)
+    assert b.row_count_change is not None
+    assert (b.row_count_change.max_change, b.row_count_change.runs) == (20.0, 7)
+    assert b.schema_check is not None
+    assert b.schema_check.allow_new_columns is True
+    assert c.schema_check is not None
+    assert c.schema_check.allow_new_columns is False
+
+
+@pytest.mark.parametrize(
+    ("check", "key", "message"),
+    [
+        ("row_count_change: {runs: 3}", "row_count_change.max_change", "required key is missing"),
+        ("row_count_change: {max_change: 50%, runs: 0}", "row_count_change.runs", "must be at least 1, got 0"),
+        (
+            "row_count_change: {max_change: 150%}",
+            "row_count_change.max_change",
+            "expected a percentage between 0% and 100%, got '150%'",
+        ),
+        ("schema: {allow_new_columns: maybe}", "schema.allow_new_columns", "expected true or false, got 'maybe'"),
+        (
+            "schema: {allow_new_column: false}",
+            "schema.allow_new_column",
+            "unknown key 'allow_new_column' (did you mean 'allow_new_columns'?)",
+        ),
+        ("schema: true", "schema", "expected a mapping, got true"),
+        ("schemas: {}", "schemas", "unknown key 'schemas' (did you mean 'schema'?)"),
+    ],
+)
+def test_quality_check_problems(tmp_path: Path, check: str, key: str, message: str) -> None:
+    path = write(tmp_path, f"quality:\n  - name: q\n    url: postgresql://h/db\n    table: t\n    {check}\n")
+    assert one_problem(path) == ConfigProblem(str(path), 5, f"quality.0.{key}", message)
+
+
+# ------------------------------------------------------------------ expiry
+
+
+def test_expiry_defaults_and_overrides(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        expiry:
+          certificates:
+            - {name: web, url: "https://www.example.com/", server_name: www.example.com, warn_within: 60d}
+            - {name: ldap, tls: "[::1]:636", fail_within: 14d}
+          items:
+            - {name: example.com, expires: "2027-01-15", owner: Domains team, kind: domain, fail_within: 20d}
+        """,
+    )
+    expiry = load_config(path, environ={}).expiry
+    web, ldap = expiry.certificates
+    (domain,) = expiry.items
+    assert (web.url, web.server_name) == ("https://www.example.com/", "www.example.com")
+    assert (domain.expires, domain.owner, domain.kind) == (date(2027, 1, 15), "Domains team", "domain")
+    assert expiry.limits() == (30 * 86400, 7 * 86400)
+    assert expiry.limits(web) == (60 * 86400, 7 * 86400)
+    assert expiry.limits(ldap) == (30 * 86400, 14 * 86400)
+    assert expiry.limits(domain) == (30 * 86400, 20 * 86400)
+    assert load_config(write(tmp_path, "expiry:\n"), environ={}).expiry == Expiry()
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        ("{name: c}", "", "set one of tls (host:port), url (https://...) or file (a PEM file)"),
+        ("{name: c, tls: 'a:443', file: /c.pem}", "", "set only one of tls, url or file, got tls and file"),
+        ("{name: c, url: 'http://a.example.com'}", ".url", "expected an https:// URL, got 'http://a.example.com'"),
+        ("{name: c, tls: a.example.com}", ".tls", "expected host:port like db.example.com:5432, got 'a.example.com'"),
+        ("{name: c, file: ''}", ".file", "must not be empty"),
+        (
+            "{name: c, file: /c.pem, server_name: a.example.com}",
+            ".server_name",
+            "server_name applies to tls and url, not to a file",
+        ),
+        ("{name: c, file: /c.pem, expires: 2027-01-01}", ".expires", "unknown key 'expires'"),
+        (
+            "{name: c, file: /c.pem, fail_within: 40d}",
+            ".fail_within",
+            "fail_within (40d) must not exceed expiry.warn_within (30d)",
+        ),
+        (
+            "{name: c, file: /c.pem, warn_within: 3d}",
+            ".warn_within",
+            "warn_within (3d) must not be shorter than expiry.fail_within (7d)",
+        ),
+        (
+            "{name: c, file: /c.pem, warn_within: 3d, fail_within: 5d}",
+            ".fail_within",
+            "fail_within (5d) must not exceed warn_within (3d)",
+        ),
+    ],
+)
+def test_expiry_certificate_problems(tmp_path: Path, entry: str, key: str, message: str) -> None:
+    path = write(tmp_path, f"expiry:\n  certificates:\n    - {entry}\n")
+    assert one_problem(path) == ConfigProblem(str(path), 3, f"expiry.certificates.0{key}", message)
+
+
+@pytest.mark.parametrize(
+    ("entry", "key", "message"),
+    [
+        # Unquoted, YAML itself reads it as a date; PyYAML would raise on the impossible day.
+        (
+            "{name: i, expires: 2027-02-30}",
+            ".expires",
+            "expected a date like 2027-03-31, got '2027-02-30' (day value is outside expected range)",
+        ),
+        (
+            "{name: i, expires: '2027-02-30'}",
+            ".expires",
+            "expected a date like 2027-03-31, got '2027-02-30' (day value is outside expected range)",
+        ),
+        ("{name: i, expires: 31.03.2027}", ".expires", "expected a date like 2027-03-31, got '31.03.2027'"),
+        ("{name: i, expires: 20270331}", ".expires", "expected a date like 2027-03-31, got 20270331"),
+        ("{name: i, expires: 2250-01-01}", ".expires", "expected a date between 1970 and 2200, got '2250-01-01'"),
+        ("{name: i}", ".expires", "required key is missing"),
+        ("{name: i, expires: 2027-03-31, owner: ''}", ".owner", "must not be empty"),
+        ("{name: i, expires: 2027-03-31, url: 'https://a'}", ".url", "unknown key 'url'"),
+    ],
+)
+def test_expiry_item_problems(tmp_path: Path, entry: str, key: str, message: str) -> None:
+    path = write(tmp_path, f"expiry:\n  items:\n    - {entry}\n")
+    assert one_problem(path) == ConfigProblem(str(path), 3, f"expiry.items.0{key}", message)
+
+
+def test_expiry_names_are_unique_and_not_an_https_service(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        services:
+          - {name: api, url: "https://api.example.com/health"}
+          - {name: db, tcp: "db.example.com:5432"}
+          - {name: plain, url: "http://plain.example.com/"}
+        expiry:
+          certificates:
+            - {name: api, tls: "api.example.com:443"}
+            - {name: db, tls: "db.example.com:5432"}
+            - {name: plain, url: "https://plain.example.com/"}
+          items:
+            - {name: db, expires: 2027-03-31}
+        """,
+    )
+    file = str(path)
+    assert problems_of(path) == [
+        ConfigProblem(
+            file,
+            7,
+            "expiry.certificates.0.name",
+            "name 'api' is taken by the HTTPS service services.0, whose certificate is checked under that name",
+        ),
+        ConfigProblem(file, 11, "expiry.items.0.name", "duplicate expiry name 'db' (first at expiry.certificates.1)"),
+    ]
+
+
+def test_expiry_cross_references_also_apply_to_configs_built_in_code() -> None:
+    api = Service(name="api", url="https://api.example.com/")
+    item = DatedItem(name="api", expires=date(2027, 3, 31))
+    with pytest.raises(ValidationError, match=r"expiry\.items\.0\.name: name 'api' is taken by the HTTPS service"):
+        Config(services=[api], expiry=Expiry(items=[item]))
+    config = Config(services=[api], expiry=Expiry(certificates=[Certificate(name="api-origin", tls="10.0.0.1:443")]))
+    assert config.get_certificate("api-origin").tls == "10.0.0.1:443"
+
+
+# ------------------------------------------------------------------ escalation and digests
+
+
+def test_escalation_problems(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        notifications:
+          escalate:
+            - {after: 1h, to: [lead@example.com]}
+            - {after: 30m, slack_mention: "@ops"}
+            - {after: 2h}
+            - {after: 0s, to: [not-an-address]}
+        """,
+    )
+    file = str(path)
+    assert problems_of(path) == [
+        ConfigProblem(file, 3, "notifications.escalate.0.to", _NO_SMTP),
+        ConfigProblem(
+            file,
+            4,
+            "notifications.escalate.1.after",
+            "must be later than notifications.escalate.0.after (1h); tiers go in increasing order",
+        ),
+        ConfigProblem(
+            file,
+            4,
+            "notifications.escalate.1.slack_mention",
+            "slack_mention is set but notifications.slack is not configured",
+        ),
+        ConfigProblem(
+            file,
+            5,
+            "notifications.escalate.2",
+            "a tier must tell someone: set to (email addresses), slack_mention, or both",
+        ),
+        ConfigProblem(file, 6, "notifications.escalate.3.after", "must be longer than 0s"),
+        ConfigProblem(
+            file,
+            6,
+            "notifications.escalate.3.to.0",
+            "expected an email address like ops@example.com, got 'not-an-address'",
+        ),
+        ConfigProblem(file, 6, "notifications.escalate.3.to", _NO_SMTP),
+    ]
+
+
+CHANNELS = """
+notifications:
+  slack: {webhook_url: "https://hooks.example.com/x"}
+  email: {smtp_host: smtp.example.com, sender: ops@example.com}
+"""
+
+
+@pytest.mark.parametrize(
+    ("tiers", "key", "message"),
+    [
+        (
+            "[{after: 4h, to: [a@example.com]}, {after: 4h, to: [b@example.com]}]",
+            "escalate.1.after",
+            "must be later than notifications.escalate.0.after (4h); tiers go in increasing order",
+        ),
+        (
+            "[{after: 30m, to: []}]",
+            "escalate.0",
+            "a tier must tell someone: set to (email addresses), slack_mention, or both",
+        ),
+        ("[{to: [a@example.com]}]", "escalate.0.after", "required key is missing"),
+        ("[{after: 30m, to: [a@example.com], page: true}]", "escalate.0.page", "unknown key 'page'"),
+    ],
+)
+def test_one_escalation_problem(tmp_path: Path, tiers: str, key: str, message: str) -> None:
+    path = write(tmp_path, CHANNELS + f"  escalate: {tiers}\n")
+    assert one_problem(path) == ConfigProblem(str(path), 4, f"notifications.{key}", message)
+
+
+def test_digest_defaults_and_forms(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        CHANNELS,
+        """
+        digests:
+          daily: {to: [ops@example.com]}
+          weekly: {slack: true, day: Friday, at: 17:45}
+        """,
+    )
+    digests = load_config(path, environ={}).digests
+    assert digests.daily is not None
+    assert (digests.daily.to, digests.daily.slack, digests.daily.at) == (["ops@example.com"], False, "08:00")
+    assert digests.weekly is not None
+    # Unquoted 17:45 is a base-60 number (1065) in YAML 1.1; it is read as the time it looks like.
+    assert (digests.weekly.day, digests.weekly.weekday, digests.weekly.at) == ("friday", 4, "17:45")
+    assert (digests.weekly.hour_minute, digests.weekly.to) == ((17, 45), [])
+    empty = load_config(write(tmp_path, "digests:\n"), environ={}).digests
+    assert (empty.daily, empty.weekly) == (None, None)
+    assert load_config(write(tmp_path, "digests: {daily: {at: '7:05'}}\n"), environ={}).digests.daily.at == "07:05"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("digest", "key", "message"),
+    [
+        ("daily: {at: '24:00'}", "daily.at", "expected a time of day from 00:00 to 23:59 like \"08:00\", got '24:00'"),
+        ("daily: {at: 8am}", "daily.at", "expected a time of day from 00:00 to 23:59 like \"08:00\", got '8am'"),
+        ("daily: {at: 800}", "daily.at", 'expected a time of day from 00:00 to 23:59 like "08:00", got 800'),
+        ("weekly: {day: Funday}", "weekly.day", "expected a day of the week (monday to sunday), got 'Funday'"),
+        ("daily: {day: monday}", "daily.day", "unknown key 'day'"),
+        ("daily: {to: [ops]}", "daily.to.0", "expected an email address like ops@example.com, got 'ops'"),
+        ("hourly: {}", "hourly", "unknown key 'hourly'"),
+    ],
+)
+def test_digest_problems(tmp_path: Path, digest: str, key: str, message: str) -> None:
+    path = write(tmp_path, CHANNELS, f"digests:\n  {digest}\n")
+    assert one_problem(path) == ConfigProblem(str(path), 5, f"digests.{key}", message)
+
+
+def test_digests_need_their_channels(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        digests:
+          daily: {to: [ops@example.com]}
+          weekly: {slack: true}
+        """,
+    )
+    file = str(path)
+    assert problems_of(path) == [
+        ConfigProblem(file, 2, "digests.daily.to", _NO_SMTP),
+        ConfigProblem(file, 3, "digests.weekly.slack", "slack is true but notifications.slack is not configured"),
+    ]
+
+
+# ------------------------------------------------------------------ YAML 1.1 surprises
+
+
+def test_impossible_unquoted_time_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        services: [{name: api, tcp: "api:1"}]
+        maintenance:
+          - {services: [api], start: 2026-02-30T02:00:00Z, end: 2026-03-01T02:00:00Z}
+        """,
+    )
+    assert one_problem(path) == ConfigProblem(
+        str(path),
+        3,
+        "maintenance.0.start",
+        "expected a time like 2026-11-10T02:00:00Z, got '2026-02-30T02:00:00Z' (day value is outside expected range)",
+    )
+
+
+def test_base_60_numbers_stay_text(tmp_path: Path) -> None:
+    path = write(tmp_path, "services:\n  - name: api\n    tcp: api:1\n    failure_threshold: 1:30\n")
+    assert one_problem(path) == ConfigProblem(
+        str(path), 4, "services.0.failure_threshold", "expected a whole number, got '1:30'"
+    )
 
 
 def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
