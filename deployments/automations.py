@@ -262,8 +262,10 @@ def apply_automations(config: Config) -> AppliedAutomations:
                 removed.append(f"notification block {name} ({slug})")
 
     applied = AppliedAutomations(blocks=blocks, automations=automations, removed=removed, skipped=skipped)
+    # DEBUG only: the caller shows the summary (``opsflow automations apply`` prints it), so a terminal
+    # showing both stdout and INFO logs does not read every line twice.
     for line in applied.summary().splitlines():
-        log.info(line)
+        log.debug(line)
     return applied
 
 

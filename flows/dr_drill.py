@@ -37,12 +37,22 @@ import logging
 from typing import Any
 
 from prefect import flow
-from prefect.states import Completed, Failed, State
+from prefect.states import State
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows._routine import ConfigPath, current_flow_run_id, finish
-from opsflow.config import Config, Database, default_config_path, load_config
-from opsflow.errors import RoutineIncomplete, UsageError
+from flows._routine import (
+    ConfigPath,
+    Routine,
+    RoutineRun,
+    Work,
+    current_flow_run_id,
+    final_state,
+    incomplete,
+    routine_result,
+    run_routine,
+)
+from opsflow.config import Config, ConfigError, Database, default_config_path, load_config
+from opsflow.errors import OpsflowError, RoutineIncomplete, UsageError
 from opsflow.redact import redact
 from opsflow.results import Check, Item, RoutineResult
 from opsflow.store import resolve_store_url
@@ -76,9 +86,8 @@ from tasks.drill import (
     validate_task,
 )
 from tasks.retry import PermanentFailure, TransientFailure
-from tasks.routine import load_routine_config, open_store
 
-ROUTINE = "dr-drill"
+ROUTINE_NAME = "dr-drill"
 ALL_DATABASES = "*"
 
 log = logging.getLogger(__name__)
@@ -157,33 +166,21 @@ def remove_run_targets(flow: Any, flow_run: Any, state: Any) -> None:
     logger.warning("dr-drill cleanup after %s: %s", state.name, redact(report.describe() or "nothing left to remove"))
 
 
-@flow(
-    name=ROUTINE,
-    flow_run_name="dr-drill[{drill.database}]",
-    description="Restore a database's backup into a scratch target, validate it, and measure RTO and RPO.",
-    on_cancellation=[remove_run_targets],
-    on_crashed=[remove_run_targets],
-)
-def dr_drill(drill: DrillParameters) -> State[Any]:
-    config = load_routine_config(drill.config_path)
-    if drill.database == ALL_DATABASES:
-        return drill_every_database(drill, config)
+def drill_one_database(run: RoutineRun) -> Work:
+    """The drill of ``run.params["drill"].database``: refused, or run to its end and torn down."""
+    drill: DrillParameters = run.params["drill"]
+    config = run.config
     database = lookup_database(config, drill.database)
     backup = config.get_backup(database.backup)
-    store = open_store(config)
-    flow_run_id = current_flow_run_id()
-    key = artifact_key(ROUTINE, database.name)
+    store = run.store
+    flow_run_id = run.flow_run_id
+    key = artifact_key(ROUTINE_NAME, database.name)
 
     checked = check_target_task(config, database, store.url, return_state=True)
     refusal = checked.result(raise_on_failure=False)
     if isinstance(refusal, TargetRefused):  # refused before anything is created
-        result = RoutineResult(
-            routine=ROUTINE,
-            as_of=DrillClock.start().started_at.replace(microsecond=0),
-            flow_run_id=flow_run_id,
-            items=[refused_item(database, str(refusal))],
-        )
-        return finish(result, config, store, key=key, scope=database.name)
+        started = DrillClock.start().started_at.replace(microsecond=0)
+        return Work(items=[refused_item(database, str(refusal))], key=key, scope=database.name, as_of=started)
     target = checked.result()
 
     with drill_slot(database.name, flow_run_id):
@@ -197,9 +194,8 @@ def dr_drill(drill: DrillParameters) -> State[Any]:
             obj = record.run(select_backup_task, "download", backup, settings, drill.backup_key, phase="select")
             downloaded = record.run(download_task, "download", backup, settings, obj, plan.workdir)
             created = record.wait(creating, "restore")
-            record.note(
-                restore_task(created, downloaded.path, obj.name, database.drill.jobs, database.drill.rto_target)
-            )
+            jobs, rto_target = database.drill.jobs, database.drill.rto_target
+            record.run(restore_task, "restore", created, downloaded.path, obj.name, jobs, rto_target)
             record.run(validate_task, "tables", created, database.drill)
             record.recovered()
         except DrillStopped:
@@ -213,40 +209,53 @@ def dr_drill(drill: DrillParameters) -> State[Any]:
             cleaned_up=not keep and teardown.cleaned_up,
             extra={**target_metrics(plan, record.target), "leftovers_removed": leftovers.removed},
         )
-
-    result = RoutineResult(
-        routine=ROUTINE, as_of=record.clock.started_at.replace(microsecond=0), flow_run_id=flow_run_id, items=[item]
-    )
-    state = finish(result, config, store, key=key, scope=database.name, report=drill_report_markdown(result))
-    return state
+    return Work(items=[item], key=key, scope=database.name, as_of=record.clock.started_at.replace(microsecond=0))
 
 
-def drill_every_database(drill: DrillParameters, config: Config) -> State[Any]:
+ROUTINE = Routine(
+    name=ROUTINE_NAME,
+    description="Restore a database's backup into a scratch target, validate it, and measure RTO and RPO.",
+    work=drill_one_database,
+    report=drill_report_markdown,
+)
+
+
+@flow(
+    name=ROUTINE_NAME,
+    flow_run_name="dr-drill[{drill.database}]",
+    description=ROUTINE.description,
+    on_cancellation=[remove_run_targets],
+    on_crashed=[remove_run_targets],
+)
+def dr_drill(drill: DrillParameters) -> State[Any]:
+    if drill.database == ALL_DATABASES:
+        try:
+            return drill_every_database(drill)
+        except (OpsflowError, ConfigError) as exc:
+            return incomplete(ROUTINE_NAME, None, exc)
+    return run_routine(ROUTINE, None, drill.config_path, {"drill": drill})
+
+
+def drill_every_database(drill: DrillParameters) -> State[Any]:
     """``database: "*"`` (the monthly schedule): each configured database in its own subflow run, one at a time."""
     if drill.backup_key or drill.keep:
         raise UsageError('dr-drill: backup_key and keep apply to one database, not to database "*"')
+    config = load_config(default_config_path(drill.config_path), missing_ok=drill.config_path is None)
     items: list[Item] = []
     for database in config.databases:
         state = dr_drill(drill.model_copy(update={"database": database.name}), return_state=True)
-        outcome = state.result(raise_on_failure=False)
-        if isinstance(outcome, RoutineResult) and outcome.items:
+        outcome = routine_result(state)
+        if outcome is not None and outcome.items:
             items += outcome.items
-        else:
-            reason = redact(str(outcome) if isinstance(outcome, BaseException) else (state.message or state.name))
-            items.append(
-                Item(
-                    name=database.name,
-                    checks=[Check(check="restore", status="error", detail=f"drill crashed: {reason}")],
-                )
-            )
+            continue
+        why = outcome.error if outcome is not None and outcome.error else (state.message or state.name)
+        items.append(
+            Item(name=database.name, checks=[Check(check="restore", status="error", detail=f"drill crashed: {why}")])
+        )
     result = RoutineResult(
-        routine=ROUTINE,
+        routine=ROUTINE_NAME,
         as_of=DrillClock.start().started_at.replace(microsecond=0),
         flow_run_id=current_flow_run_id(),
         items=items,
     )
-    if result.exit_code:
-        return Failed(
-            message=f"{result.summary.fail + result.summary.error} of {len(items)} drills failed", data=result
-        )
-    return Completed(message=f"{len(items)} drills ok", data=result)
+    return final_state(result)

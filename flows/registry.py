@@ -1,13 +1,18 @@
 """Every routine's flow by its name, imported only when asked for (the CLI stays light).
 
->>> load_routine("backup-verification")    # doctest: +SKIP
-<prefect.flows.Flow object ...>
+The CLI reaches routines only through here: their flows, their pre-flight checks,
+the result a finished run carries, and its rendering for the terminal.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+
+from opsflow.config import Config
+from opsflow.results import RoutineResult
 
 # ROUTINE name -> "module:flow function"
 ROUTINES: dict[str, str] = {
@@ -23,5 +28,28 @@ OTHER_FLOWS: dict[str, str] = {
 
 
 def load_routine(name: str) -> Any:
+    """The Prefect flow of routine ``name``."""
     module, attribute = {**OTHER_FLOWS, **ROUTINES}[name].split(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def preflight(name: str, config: Config, params: Mapping[str, Any], now: datetime) -> None:
+    """Refuse bad parameters of routine ``name`` before a flow run exists (``UsageError``: exit 2)."""
+    module = importlib.import_module(ROUTINES[name].split(":")[0])
+    declaration = getattr(module, "ROUTINE", None)
+    if declaration is not None and declaration.preflight is not None:
+        declaration.preflight(config, params, now)
+
+
+def result_of(state: Any) -> RoutineResult | None:
+    """The result a finished routine flow run carries, if it carries one."""
+    from flows._routine import routine_result
+
+    return routine_result(state)
+
+
+def render_for_terminal(result: RoutineResult, timezone: str, rich_terminal: bool) -> str:
+    """A routine's result as ``opsflow run`` prints it (a table per item)."""
+    from reports.terminal import render_result
+
+    return render_result(result, timezone, rich_terminal=rich_terminal)

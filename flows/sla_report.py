@@ -6,8 +6,8 @@ computes per service in PostgreSQL (``tasks/sla.py``): up/down/maintenance/
 no_data seconds, availability and coverage, error budget and what is left of
 it, latency p50/p95/p99 of successful probes, incidents and MTTR, and the same
 for the previous period of the same length, for comparison. Checks
-``availability`` (vs ``slo.availability``) and ``latency_p95`` (vs
-``slo.latency_p95`` when set).
+``availability`` (vs ``slo.availability``), ``latency_p95`` (vs
+``slo.latency_p95`` when set) and ``coverage`` (vs ``slo.min_coverage``).
 
 Result: stored under the period's label as scope (and as a new revision in
 ``opsflow.sla_reports``: a month's earlier reports are kept), a CSV under
@@ -22,11 +22,10 @@ deployment, which should be the config's ``timezone``. Needs: the ops store.
 """
 
 # No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
-# model from the signature where it runs the flow (a worker, a served deployment), and string
-# annotations (``AsOf``, ``ConfigPath``...) cannot be resolved there: every scheduled run would fail
-# its parameter validation.
+# model from the signature where it runs the flow (a worker, a served deployment).
 
-from datetime import datetime, tzinfo
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any
 
 from prefect import flow
@@ -34,17 +33,16 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 from pydantic import Field
 
-from flows._routine import AsOf, ConfigPath, current_flow_run_id, finish, resolve_now
+from flows._routine import AsOf, ConfigPath, Routine, RoutineRun, Work, run_routine
 from opsflow.config import Config
 from opsflow.errors import UsageError
+from opsflow.results import Period as ReportPeriod
 from opsflow.results import RoutineResult
 from opsflow.store import OpsStore
 from tasks import sla
 from tasks.periods import PeriodError, parse_period, previous_period
-from tasks.routine import load_routine_config, open_store
+from tasks.retry import with_retries
 from tasks.sla import build_items, compute_sla_task, report_markdown, report_rows, save_revision, write_csv_task
-
-ROUTINE = "sla-report"
 
 PeriodParam = Annotated[
     str, Field(description="day, week, month, YYYY-MM or FROM..TO (ISO instants or dates, TO exclusive).")
@@ -54,38 +52,58 @@ OutDir = Annotated[
 ]
 
 
-@flow(name=ROUTINE, description="SLA per service for a period: availability, latency, error budget, incidents.")
+def report_period(run: RoutineRun) -> Work:
+    config = run.config
+    chosen = parse_period(run.params["period"], run.now, config.tzinfo)
+    before = previous_period(chosen, config.tzinfo)
+    store = run.store
+    current = compute_sla_task.with_options(task_run_name=f"sla[{chosen.label}]")(store, config, chosen)
+    previous = compute_sla_task.with_options(task_run_name=f"sla[{before.label}]")(store, config, before)
+    work = Work(
+        items=build_items(config, current, previous),
+        key=f"sla-report-{chosen.kind}",
+        scope=chosen.label,
+        period=ReportPeriod(label=chosen.label, start=chosen.start, end=chosen.end),
+    )
+    result = RoutineResult(
+        routine=run.routine.name, as_of=run.now, flow_run_id=run.flow_run_id, items=work.items, period=work.period
+    )
+    target = run.params.get("out_dir") or (config.reports.monthly.out_dir if config.reports.monthly else "reports/out")
+    work.outputs["csv"] = write_csv_task(result, chosen, target)
+    with_retries(lambda: save_revision(store, result, chosen), "save the report revision")
+    create_markdown_artifact(
+        key=f"{work.key}-report", markdown=report_markdown(result, chosen, config.timezone), description=chosen.label
+    )
+    create_table_artifact(key=f"{work.key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
+    return work
+
+
+def check_period_param(config: Config, params: Mapping[str, Any], now: datetime) -> None:
+    check_period(params.get("period", "day"), now, config)
+
+
+ROUTINE = Routine(
+    name="sla-report",
+    description="SLA per service for a period: availability, latency, error budget, incidents.",
+    work=report_period,
+    preflight=check_period_param,
+)
+
+
+@flow(name=ROUTINE.name, description=ROUTINE.description)
 def sla_report(
     period: PeriodParam = "day", as_of: AsOf = None, config_path: ConfigPath = None, out_dir: OutDir = None
 ) -> State[Any]:
-    config = load_routine_config(config_path)
-    now = resolve_now(as_of)
-    chosen = parse_period(period, now, config.tzinfo)
-    before = previous_period(chosen, config.tzinfo)
-    store = open_store(config)
-    current = compute_sla_task.with_options(task_run_name=f"sla[{chosen.label}]")(store, config, chosen)
-    previous = compute_sla_task.with_options(task_run_name=f"sla[{before.label}]")(store, config, before)
-    result = RoutineResult(
-        routine=ROUTINE, as_of=now, flow_run_id=current_flow_run_id(), items=build_items(config, current, previous)
-    )
-    target = out_dir or (config.reports.monthly.out_dir if config.reports.monthly else "reports/out")
-    write_csv_task(result, chosen, target)
-    save_revision(store, result, chosen)
-    key = f"{ROUTINE}-{chosen.kind}"
-    create_markdown_artifact(
-        key=f"{key}-report", markdown=report_markdown(result, chosen, config.timezone), description=chosen.label
-    )
-    create_table_artifact(key=f"{key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
-    return finish(result, config, store, key=key, scope=chosen.label)
+    return run_routine(ROUTINE, as_of, config_path, {"period": period, "out_dir": out_dir})
 
 
 # -- what the CLI asks of the SLA report outside a flow run ------------------------------------
 
 
-def check_period(text: str, now: datetime, zone: tzinfo) -> None:
-    """Refuse a ``--period`` that does not parse, before any flow run exists (exit 2)."""
+def check_period(text: str, now: datetime, config: Config) -> None:
+    """Refuse a ``--period`` that does not parse (exit 2)."""
     try:
-        parse_period(text, now, zone)
+        parse_period(text, now, config.tzinfo)
     except PeriodError as exc:
         raise UsageError(f"--period: {exc}") from None
 

@@ -1,66 +1,107 @@
 """Uptime probe — every minute: is every service up, and how fast?
 
-Probes every service in ``opsflow.yaml`` (``services:``) at once in one task
-run (HTTP(S) status, body, latency and certificate expiry; TCP connects), writes
-every result to the ops store in one COPY — or, when the store is unreachable,
-to a local spool written first by the next run, so no result is lost — then
-opens and closes incidents (``failure_threshold`` consecutive failures open
-one; the next success closes it) and alerts on them.
+Probes every service in ``opsflow.yaml`` (``services:``) at once — one task run
+``probe[SERVICE]`` per service, or per batch beyond 20 services — (HTTP(S)
+status, body, latency and certificate expiry; TCP connects); a task run whose
+services are down ends Failed naming them. Every result is written to the ops
+store in one COPY — or, when the store cannot take them, to a local spool that
+the next run writes first, so no result is lost (the run then exits 3) — then
+incidents open and close (``failure_threshold`` consecutive failures open one;
+the next success closes it) and alerts follow them.
 
 Schedule: every 60 s (``prefect.yaml``). Needs: the ops store, network reach
-to the services. Result: stored, alerted (incidents page, certificate expiry
-warns), published under the artifact key ``uptime-probe``; the run ends
-Failed when a service is down.
+to the services. Result: stored, alerted (incidents and burn rates page,
+certificate expiry warns), published under the artifact key ``uptime-probe``;
+the run ends Failed when a service is down.
 
     opsflow run uptime-probe [--json]
 """
 
 # No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
-# model from the signature where it runs the flow (a worker, a served deployment), and string
-# annotations (``AsOf``, ``ConfigPath``...) cannot be resolved there: every scheduled run would fail
-# its parameter validation.
+# model from the signature where it runs the flow (a worker, a served deployment).
 
-from typing import Any
+from datetime import datetime
 
-from prefect import flow
-from prefect.states import State
-
-from flows._routine import AsOf, ConfigPath, current_flow_run_id, finish, resolve_now
+from flows._routine import Routine, RoutineRun, reason, routine_flow
+from opsflow.config import Config
 from opsflow.errors import StoreUnavailable
 from opsflow.results import Item, RoutineResult
-from tasks.routine import load_routine_config, open_store
+from tasks.probes import MAX_IN_FLIGHT, ProbeOutcome, run_deadline
+from tasks.routine import settle
 from tasks.sla import burn_rate_checks, refresh_rollups_task
-from tasks.uptime import probe_services, spool_probe_results, store_probe_results, track_incidents
+from tasks.uptime import (
+    batch_label,
+    maintenance_windows,
+    probe_batches,
+    probe_task,
+    store_probe_results,
+    track_incidents,
+)
 
-ROUTINE = "uptime-probe"
-ALERTING_CHECKS = ("incident", "tls")  # plus burn_rate, added below
+#: The checks alerts are decided on: pages follow incidents (failure_threshold) and certificate expiry,
+#: not every failed probe; error-budget burn rates are added per run.
+ALERTING_CHECKS = ("incident", "tls")
 
 
-@flow(name=ROUTINE, description="Probe every service; store every result; open and close incidents.")
-def uptime_probe(as_of: AsOf = None, config_path: ConfigPath = None) -> State[Any]:
-    config = load_routine_config(config_path)
-    outcomes = probe_services(config.services)
-    opened = open_store(config, return_state=True)
-    if not opened.is_completed():
-        spooled = spool_probe_results(outcomes)
-        raise StoreUnavailable(f"ops store unreachable: {spooled} probe results spooled for the next run")
-    store = opened.result()
-    written = store_probe_results(store, outcomes)
+def probe_and_track(run: RoutineRun) -> list[Item]:
+    outcomes = probe(run.config)
+    written = store_or_spool(run, outcomes)
     # The SLA report's hourly rollups of the hours these results (spooled ones included) touch.
-    refresh_rollups_task(store, config, written)
-    items = track_incidents(store, config, outcomes)
-    now = resolve_now(as_of)
-    result = RoutineResult(routine=ROUTINE, as_of=now, flow_run_id=current_flow_run_id(), items=items)
-    # Pages follow incidents (failure_threshold) and certificate expiry, not every failed probe.
-    # Error-budget burn rates (SRE workbook multiwindow): a page rule is a fail (pages), the ticket rule a warn.
-    burning = burn_rate_checks(store, config, now)
-    alert_items = [
-        Item(
-            name=i.name,
-            checks=[c for c in i.checks if c.check in ALERTING_CHECKS]
-            + ([burning[i.name]] if i.name in burning else []),
-        )
-        for i in items
+    refresh_rollups_task(run.store, run.config, written)
+    return track_incidents(run.store, run.config, outcomes)
+
+
+def probe(config: Config) -> list[ProbeOutcome]:
+    """Every service probed once: the batches' task runs side by side, one in-flight cap in all."""
+    services = config.services
+    batches = probe_batches(services)
+    deadline = run_deadline(services)
+    in_flight = max(1, MAX_IN_FLIGHT // max(1, len(batches)))
+    windows = {s.name: [(start, end) for start, end, _ in maintenance_windows(config, s.name)] for s in services}
+    futures = [
+        probe_task.submit(batch, deadline, in_flight, batch_label(batch), {s.name: windows[s.name] for s in batch})
+        for batch in batches
     ]
-    alert_view = RoutineResult(routine=ROUTINE, as_of=now, flow_run_id=result.flow_run_id, items=alert_items)
-    return finish(result, config, store, key=ROUTINE, alert_on=alert_view)
+    outcomes: list[ProbeOutcome] = []
+    for future in futures:
+        payload, error = settle(future)
+        if error is not None:
+            raise error  # a probe run that crashed is a bug, not a down service: let it show
+        outcomes += payload
+    return outcomes
+
+
+def store_or_spool(run: RoutineRun, outcomes: list[ProbeOutcome]) -> list[tuple[str, datetime]]:
+    """Write the results (spooled ones first); when the store cannot take them, spool them and stop (exit 3)."""
+    try:
+        return store_probe_results(run.store, outcomes, run.resources.spool)
+    except Exception as exc:
+        run.resources.spool.append([o.row() for o in outcomes])
+        raise StoreUnavailable(
+            f"{len(outcomes)} probe results spooled for the next run; the ops store could not take them: {reason(exc)}"
+        ) from None
+
+
+def incidents_and_burn_rates(run: RoutineRun, result: RoutineResult) -> RoutineResult:
+    """Alerts follow incidents and certificate expiry, plus the multiwindow burn rates (a page rule
+    is a fail, the ticket rule a warn) — not every failed probe."""
+    burning = burn_rate_checks(run.store, run.config, run.now)
+    items = [
+        Item(
+            name=item.name,
+            checks=[c for c in item.checks if c.check in ALERTING_CHECKS]
+            + ([burning[item.name]] if item.name in burning else []),
+        )
+        for item in result.items
+    ]
+    return RoutineResult(routine=result.routine, as_of=result.as_of, flow_run_id=result.flow_run_id, items=items)
+
+
+ROUTINE = Routine(
+    name="uptime-probe",
+    description="Probe every service; store every result; open and close incidents.",
+    work=probe_and_track,
+    alert_view=incidents_and_burn_rates,
+)
+
+uptime_probe = routine_flow(ROUTINE, __name__)

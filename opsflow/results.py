@@ -13,7 +13,7 @@ by hand above the check level, so the rules hold everywhere:
 ...     Check(check="fresh", status="fail", detail="newest backup is 31h old, limit 26h",
 ...           observed=111600, expected=93600)])
 >>> result = RoutineResult(routine="backup-verification",
-...                        as_of=datetime(2026, 11, 22, 6, tzinfo=timezone.utc), items=[item])
+...                        as_of=datetime(2026, 11, 22, 6, tzinfo=UTC), items=[item])
 >>> result.status, result.summary.fail, result.exit_code
 ('fail', 1, 1)
 """
@@ -48,7 +48,7 @@ def worst(statuses: Iterable[Status], default: Status = "ok") -> Status:
 def format_instant(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z`` suffix, seconds precision unless sub-second.
 
-    >>> format_instant(datetime(2026, 11, 22, 6, tzinfo=timezone.utc))
+    >>> format_instant(datetime(2026, 11, 22, 6, tzinfo=UTC))
     '2026-11-22T06:00:00Z'
     """
     utc = moment.astimezone(UTC)
@@ -96,8 +96,24 @@ class Summary(BaseModel):
     error: int = 0
 
 
+class Period(BaseModel):
+    """The period a report covers: ``[start, end)``, labelled as the routine names it (``2026-10``)."""
+
+    label: str
+    start: datetime
+    end: datetime
+
+    @field_serializer("start", "end")
+    def _serialize_bounds(self, value: datetime) -> str:
+        return format_instant(value)
+
+
 class RoutineResult(BaseModel):
-    """What one run of a routine found: the document behind ``--json``."""
+    """What one run of a routine found: the document behind ``--json``.
+
+    ``period`` (reports) and ``outputs`` (files written, by kind) appear only where a
+    routine has them; ``error`` only when the routine could not complete (exit 3).
+    """
 
     routine: str
     status: Status = "ok"
@@ -105,6 +121,9 @@ class RoutineResult(BaseModel):
     flow_run_id: str | None = None
     summary: Summary = Field(default_factory=Summary)
     items: list[Item] = Field(default_factory=list)
+    period: Period | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
 
     @field_validator("as_of")
     @classmethod
@@ -119,7 +138,7 @@ class RoutineResult(BaseModel):
         for item in self.items:
             counts[item.status] += 1
         self.summary = Summary(**counts)
-        self.status = worst(item.status for item in self.items)
+        self.status = "error" if self.error else worst(item.status for item in self.items)
         return self
 
     @field_serializer("as_of")
@@ -128,9 +147,15 @@ class RoutineResult(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        """0 when every item is ok or warn, 1 when any is fail or error (SPEC §5)."""
+        """0 when every item is ok or warn, 1 when any is fail or error, 3 when the routine could not
+        complete (SPEC §5)."""
+        if self.error:
+            return EXIT_INCOMPLETE
         return EXIT_FINDINGS if STATUS_RANK[self.status] >= STATUS_RANK["fail"] else EXIT_OK
 
     def to_json(self) -> str:
-        """The single JSON document ``--json`` prints."""
-        return self.model_dump_json()
+        """The single JSON document ``--json`` prints (optional fields only when set)."""
+        unset = {name for name in ("period", "error") if getattr(self, name) is None}
+        if not self.outputs:
+            unset.add("outputs")
+        return self.model_dump_json(exclude=unset)

@@ -3,11 +3,12 @@
 Rows are appended as JSON lines and fsync'd; the next run writes the spool
 first and empties it only after the store has committed. Writing is idempotent
 (keyed by service and instant), so a spool replayed twice writes nothing twice.
+A probe run uses it so (the store is a server: not a doctest)::
 
->>> spool = ProbeSpool(home_dir() / "spool" / "probes.jsonl")     # doctest: +SKIP
->>> spool.append(rows)                                            # doctest: +SKIP
->>> with spool.pending() as spooled:                                # doctest: +SKIP
-...     store.write_probe_results(spooled + new_rows)
+    spool = ProbeSpool(home_dir() / "spool" / "probes.jsonl")
+    spool.append(rows)                    # the store failed: keep the rows
+    with spool.pending() as spooled:      # the next run: spooled rows first
+        store.write_probe_results(spooled + new_rows)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from opsflow.embedded import home_dir
 from opsflow.history_csv import ProbeRow
 
 
@@ -64,3 +66,8 @@ class ProbeSpool:
                     rows.append(ProbeRow(**{**data, "checked_at": datetime.fromisoformat(data["checked_at"])}))
             yield rows
             self.path.unlink(missing_ok=True)
+
+
+def probe_spool() -> ProbeSpool:
+    """The probe results' spool under ``$OPSFLOW_HOME`` (default ``./.opsflow``)."""
+    return ProbeSpool(home_dir() / "spool" / "probe_results.jsonl")

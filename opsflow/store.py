@@ -13,9 +13,10 @@ Where the store is (first match wins):
 3. an embedded PostgreSQL under ``$OPSFLOW_HOME`` (default ``./.opsflow``),
    started on first use and left running for the next command.
 
->>> store = OpsStore.open(config)                         # doctest: +SKIP
->>> store.import_probe_results(read_probe_csv(path))      # doctest: +SKIP
-ImportCount(rows=130000, inserted=130000)
+Writing imported history (a real server: not a doctest)::
+
+    store = OpsStore.open(config)
+    store.write_probe_results(read_probe_csv(path))  # ImportCount(rows=130000, inserted=130000, updated=0)
 """
 
 from __future__ import annotations
@@ -245,7 +246,9 @@ class OpsStore:
     ) -> int:
         """Write stored probe results as CSV in ``opsflow probes import``'s format (so an export imports
         back unchanged), ordered by service and time; ``services`` empty means all, ``[start, end)``
-        bounds the time. Streams with COPY; returns the rows written."""
+        bounds the time. Latency to at most 3 decimals (a microsecond: ``67.744``, ``0.5``; what a timer
+        adds beyond is noise), so importing an export and exporting again gives the same file. Streams with
+        COPY; returns the rows written."""
         query = """
             copy (
                 select service,
@@ -254,7 +257,7 @@ class OpsStore:
                                then to_char(checked_at at time zone 'UTC', '.US') else '' end
                        || 'Z' as checked_at,
                        case when ok then 'true' else 'false' end as ok,
-                       latency_ms, status_code, error
+                       trim_scale(round(latency_ms::numeric, 3)) as latency_ms, status_code, error
                 from opsflow.probe_results
                 where (cardinality(%(services)s::text[]) = 0 or service = any(%(services)s::text[]))
                   and checked_at >= coalesce(%(start)s::timestamptz, '-infinity')
@@ -270,6 +273,20 @@ class OpsStore:
         except psycopg.OperationalError as exc:
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreUnavailable(f"ops store lost during the export: {first_line}") from None
+
+    def services_with_results(
+        self, names: Sequence[str], start: datetime | None = None, end: datetime | None = None
+    ) -> set[str]:
+        """Those of ``names`` with at least one stored probe result in ``[start, end)`` (None: unbounded)."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                """select name from unnest(%(services)s::text[]) as name where exists (
+                       select 1 from opsflow.probe_results r where r.service = name
+                         and r.checked_at >= coalesce(%(start)s::timestamptz, '-infinity')
+                         and r.checked_at < coalesce(%(end)s::timestamptz, 'infinity'))""",
+                {"services": list(names), "start": start, "end": end},
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def write_capacity_samples(self, rows: Sequence[CapacityRow]) -> ImportCount:
         """Write metric samples in one COPY; a sample for an existing (metric, ts) replaces its value."""

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 __all__ = [
     "DURATION_UNITS",
     "SIZE_UNITS",
     "format_duration",
+    "format_local_time",
     "format_size",
     "parse_duration",
     "parse_percent",
@@ -247,3 +249,21 @@ def format_size(num_bytes: int | float) -> str:
         if num_bytes >= scale:
             return _trim(num_bytes / scale, 2) + unit
     return f"{_trim(num_bytes, 2)}B"
+
+
+def format_local_time(moment: datetime, zone: tzinfo) -> str:
+    """An instant for people to read, in ``zone`` (the config's timezone) to the second, with the zone's
+    abbreviation, for check details: ``2026-12-05 13:58:22 CET``. Fractions of a second are dropped.
+
+    >>> from datetime import UTC
+    >>> format_local_time(datetime(2026, 12, 5, 12, 58, 22, 681555, tzinfo=UTC), UTC)
+    '2026-12-05 12:58:22 UTC'
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"cannot place a naive time in a timezone: {moment.isoformat()}")
+    local = moment.astimezone(zone).replace(microsecond=0)
+    name = local.tzname()
+    if not name:
+        offset = local.strftime("%z")
+        name = f"UTC{offset[:3]}:{offset[3:]}"
+    return f"{local:%Y-%m-%d %H:%M:%S} {name}"

@@ -4,8 +4,25 @@ Pure rendering: it is given the drill's result and returns text; the flow
 publishes it. Headline, RTO and RPO against their targets, the phase timeline,
 every check, and the row counts of the restored tables.
 
->>> print(drill_report_markdown(result))     # doctest: +SKIP
+>>> from datetime import UTC, datetime
+>>> from opsflow.results import Check
+>>> item = Item(
+...     name="orders",
+...     checks=[Check(check="rto", status="ok", detail="4m12s"), Check(check="rpo", status="ok", detail="6h6m40s")],
+...     metrics={"rto_seconds": 252.0, "rto_target_seconds": 1800, "rpo_seconds": 22000, "rpo_target_seconds": 93600},
+... )
+>>> result = RoutineResult(routine="dr-drill", as_of=datetime(2026, 11, 22, 6, tzinfo=UTC), items=[item])
+>>> print(drill_report_markdown(result), end="")  # doctest: +ELLIPSIS
 # DR drill orders: OK
+<BLANKLINE>
+Drill began 2026-11-22T06:00:00Z. RTO is measured from the drill's start ...
+<BLANKLINE>
+## orders: ✅ ok
+<BLANKLINE>
+| objective | measured | target | status |
+|---|---|---|---|
+| RTO (drill start → validated) | 4m12s | 30m | ✅ ok |
+| RPO (drill start − backup written) | 6h6m40s | 26h | ✅ ok |
 ...
 """
 

@@ -3,9 +3,20 @@
 Pure rendering: it is given a result (and what the alerts did) and returns text
 and rows; ``tasks/artifacts.py`` publishes them.
 
->>> print(summary_markdown(result, deliveries=[]))     # doctest: +SKIP
+>>> from datetime import UTC, datetime
+>>> from opsflow.results import Check, Item
+>>> failing = Item(name="orders-db", checks=[Check(check="fresh", status="fail", detail="newest backup is 31h old")])
+>>> result = RoutineResult(routine="backup-verification", as_of=datetime(2026, 11, 22, 6, tzinfo=UTC), items=[failing])
+>>> print(summary_markdown(result, deliveries=[]), end="")
 # backup-verification: FAIL
-...
+<BLANKLINE>
+As of 2026-11-22T06:00:00Z · 1 items: 0 ok, 0 warn, 1 fail, 0 error
+<BLANKLINE>
+## Findings
+<BLANKLINE>
+| item | check | status | detail |
+|---|---|---|---|
+| orders-db | fresh | ❌ fail | newest backup is 31h old |
 """
 
 from __future__ import annotations

@@ -20,9 +20,15 @@ not open      ok (was warn)          ``clear``: Slack and webhook only
 The dedup key is stable per routine and item (``opsflow/ROUTINE/ITEM``),
 whichever of its checks failed.
 
->>> states, alerts = plan_alerts({}, result, page_interval=3600)   # doctest: +SKIP
->>> [(a.kind, a.item, a.channels) for a in alerts]                  # doctest: +SKIP
+>>> from datetime import UTC
+>>> from opsflow.results import Item
+>>> failing = Item(name="orders-db", checks=[Check(check="fresh", status="fail", detail="newest backup is 31h old")])
+>>> result = RoutineResult(routine="backup-verification", as_of=datetime(2026, 11, 22, 6, tzinfo=UTC), items=[failing])
+>>> states, alerts = plan_alerts({}, result, page_interval=3600)
+>>> [(a.kind, a.item, a.channels) for a in alerts]
 [('trigger', 'orders-db', ('slack', 'pagerduty', 'webhook', 'email'))]
+>>> states[0].is_open, states[0].paged, alerts[0].dedup_key
+(True, True, 'opsflow/backup-verification/orders-db')
 """
 
 from __future__ import annotations
@@ -123,8 +129,7 @@ def plan_alerts(
                 after = replace(after, is_open=True, opened_at=now, paged=may_page)
                 if may_page:
                     after = replace(after, last_paged_at=now)
-                else:
-                    assert before.last_paged_at is not None
+                elif before.last_paged_at is not None:  # always, when it may not page: it paged before
                     suppressed_until = datetime.fromtimestamp(
                         before.last_paged_at.timestamp() + page_interval, tz=now.tzinfo
                     )

@@ -2,9 +2,9 @@
 
 A stable key per routine (``backup-verification``, ``dr-drill-orders``) makes
 the UI's Artifacts page show each routine's history. What to show is rendered
-by ``reports/`` (the flow's ``finish`` puts the two together).
+by ``reports/`` (the flow's ``finish`` puts the two together). Publishing needs a Prefect API::
 
->>> publish_artifacts("backup-verification", markdown, rows, "backup-verification", "fail")  # doctest: +SKIP
+    publish_artifacts("backup-verification", markdown, rows, "backup-verification", "fail")
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def artifact_key(*parts: str) -> str:
     'dr-drill-orders-db'
     """
     key = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
-    assert _KEY.match(key), key
+    if not _KEY.match(key):  # only when no part has a letter or digit
+        raise ValueError(f"no artifact key in {parts!r}: it needs a letter or digit")
     return key
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from opsflow.config import BackupSet, Retention, Storage
 from opsflow.embedded import EmbeddedPostgres, client_bin, pg_restore_command
@@ -51,6 +52,7 @@ from opsflow.results import Check, Item, worst
 from opsflow.store import OpsStore
 from opsflow.units import format_duration, format_size
 from tasks.retry import IO_RETRIES, PermanentFailure
+from tasks.routine import item_state
 from tasks.storage import BackupStorage, StoredObject, copy_stream, hash_stream, open_storage
 
 log = logging.getLogger(__name__)
@@ -339,7 +341,8 @@ def fetch_for_reading(storage: BackupStorage, obj: StoredObject, workdir: Path) 
     local = storage.local_path(obj.key)
     hasher = hashlib.sha256()
     if obj.is_directory:
-        assert local is not None
+        if local is None:  # only a filesystem storage holds directory-format dumps, and they are on disk
+            raise PermanentFailure(f"{obj.key}: a directory-format dump can only be read on local disk")
         return local, None
     if local is not None:
         with storage.open(obj.key) as stream:
@@ -431,8 +434,11 @@ def verify_backup_set(
             earlier = ledger.get(obj.key)
             restore = backup.restore_test and obj is newest
             missing_restore = restore and earlier is not None and "restore" not in earlier["checks"]
-            if not missing_restore and not _needs_verification(obj, earlier, now, backup.reverify_after):
-                assert earlier is not None
+            if (
+                earlier is not None
+                and not missing_restore
+                and not _needs_verification(obj, earlier, now, backup.reverify_after)
+            ):
                 for name, stored in earlier["checks"].items():
                     if name in verdicts:
                         verdicts[name].append((obj.key, Check.model_validate(stored)))
@@ -483,11 +489,11 @@ def verify_backup_set(
 # -- tasks ----------------------------------------------------------------------------------
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE)
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="verify[{backup.name}]")
 def verify_backup_set_task(
     backup: BackupSet, storage_settings: Storage, now: datetime, store: OpsStore, flow_run_id: str | None
-) -> Item:
-    """Verify one set (the flow names each run ``verify[SET]``) and append what it read to the ledger."""
+) -> Item | State[Item]:
+    """Verify one set and append what it read to the ledger; Failed with the failing checks when it fails."""
     verification = verify_backup_set(backup, storage_settings, now, store.latest_verifications(backup.name))
     store.record_verifications([{**row, "flow_run_id": flow_run_id} for row in verification.ledger_rows])
-    return verification.item
+    return item_state(verification.item)

@@ -4,11 +4,15 @@ An incident opens at the first of ``failure_threshold`` consecutive failures
 and closes at the next success. Results inside a maintenance window are
 skipped when counting; a gap in the data does not break a run.
 
+>>> from datetime import UTC
+>>> t0, t1 = datetime(2026, 11, 22, 6, 0, tzinfo=UTC), datetime(2026, 11, 22, 6, 1, tzinfo=UTC)
 >>> state = ServiceState(service="api")
->>> state, event = advance(state, checked_at=t0, ok=False, threshold=2, in_maintenance=False)   # doctest: +SKIP
->>> state, event = advance(state, checked_at=t1, ok=False, threshold=2, in_maintenance=False)   # doctest: +SKIP
->>> event                                                                                        # doctest: +SKIP
-IncidentEvent(kind='opened', service='api', at=t0)
+>>> state, event = advance(state, checked_at=t0, ok=False, threshold=2, in_maintenance=False)
+>>> event is None, state.consecutive_failures
+(True, 1)
+>>> state, event = advance(state, checked_at=t1, ok=False, threshold=2, in_maintenance=False)
+>>> event.kind, event.service, event.at == t1, event.opened_at == t0
+('opened', 'api', True, True)
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ from tasks.alert_rules import (
     slack_payload,
     webhook_payload,
 )
-from tasks.retry import IO_RETRIES, PermanentFailure, TransientFailure, http_status_is_permanent
+from tasks.retry import IO_RETRIES, PermanentFailure, TransientFailure, http_status_is_permanent, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +98,40 @@ def post_json(channel: str, url: str, payload: dict[str, Any], headers: dict[str
         raise (PermanentFailure if http_status_is_permanent(response.status_code) else TransientFailure)(message)
 
 
+def _not_configured(channel: str) -> PermanentFailure:
+    """An alert routed to a channel the config does not set up (retrying cannot change that)."""
+    return PermanentFailure(f"{channel}: not configured (notifications.{channel})")
+
+
 def send_slack(notifications: Notifications, alert: Alert, ui_url: str | None) -> None:
-    assert notifications.slack is not None
-    url = resolve_secret(notifications.slack.webhook_url) or ""
-    post_json("slack", url, slack_payload(alert, ui_url, notifications.slack.channel))
+    slack = notifications.slack
+    if slack is None:
+        raise _not_configured("slack")
+    url = resolve_secret(slack.webhook_url) or ""
+    post_json("slack", url, slack_payload(alert, ui_url, slack.channel))
 
 
 def send_pagerduty(notifications: Notifications, alert: Alert, ui_url: str | None) -> None:
-    assert notifications.pagerduty is not None
-    routing_key = resolve_secret(notifications.pagerduty.routing_key) or ""
-    url = str(notifications.pagerduty.events_url or PAGERDUTY_EVENTS_URL)
+    pagerduty = notifications.pagerduty
+    if pagerduty is None:
+        raise _not_configured("pagerduty")
+    routing_key = resolve_secret(pagerduty.routing_key) or ""
+    url = str(pagerduty.events_url or PAGERDUTY_EVENTS_URL)
     post_json("pagerduty", url, pagerduty_event(alert, routing_key, ui_url))
 
 
 def send_webhook(notifications: Notifications, alert: Alert, ui_url: str | None) -> None:
-    assert notifications.webhook is not None
-    url = resolve_secret(notifications.webhook.url) or ""
-    post_json("webhook", url, webhook_payload(alert, ui_url), resolve_headers(notifications.webhook.headers))
+    webhook = notifications.webhook
+    if webhook is None:
+        raise _not_configured("webhook")
+    url = resolve_secret(webhook.url) or ""
+    post_json("webhook", url, webhook_payload(alert, ui_url), resolve_headers(webhook.headers))
 
 
 def send_email(notifications: Notifications, alert: Alert, ui_url: str | None) -> None:
     settings = notifications.email
-    assert settings is not None
+    if settings is None:
+        raise _not_configured("email")
     subject, body = email_subject_and_body(alert, ui_url)
     message = EmailMessage()
     message["From"] = settings.sender
@@ -185,13 +197,15 @@ def deliver(channel: Channel, alert: Alert, notifications: Notifications, ui_url
     SENDERS[channel](notifications, alert, ui_url)
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="alert-state[{routine}]")
+# -- bookkeeping: plain code under the same retry policy ------------------------------
+
+
 def load_alert_states(store: OpsStore, routine: str) -> dict[str, AlertState]:
-    return {row["item"]: AlertState(**row) for row in store.alert_states(routine)}
+    rows = with_retries(lambda: store.alert_states(routine), "read the alert state")
+    return {row["item"]: AlertState(**row) for row in rows}
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="alert-state-save[{result.routine}]")
-def save_alert_outcome(store: OpsStore, result: RoutineResult, states: list[AlertState], report: AlertReport) -> None:
+def save_alert_outcome(store: OpsStore, states: list[AlertState], report: AlertReport) -> None:
     deliveries = [
         {
             "routine": d.alert.routine,
@@ -205,7 +219,8 @@ def save_alert_outcome(store: OpsStore, result: RoutineResult, states: list[Aler
         }
         for d in report.deliveries
     ]
-    store.save_alert_outcome([asdict(state) for state in states], deliveries)
+    rows = [asdict(state) for state in states]
+    with_retries(lambda: store.save_alert_outcome(rows, deliveries), "save the alert state")
 
 
 def _failure_reason(state: Any) -> str:
@@ -251,5 +266,5 @@ def send_alerts(result: RoutineResult, config: Config, store: OpsStore) -> Alert
     report = AlertReport(alerts=alerts, deliveries=deliveries)
     failed_pages = {d.alert.item for d in report.failed if d.channel == "pagerduty"}
     states = [settle(state, previous.get(state.item), state.item not in failed_pages) for state in planned]
-    save_alert_outcome(store, result, states, report)
+    save_alert_outcome(store, states, report)
     return report

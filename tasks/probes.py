@@ -4,16 +4,20 @@ One async httpx client per run probes every service concurrently, each with
 its own time-out, under an overall deadline shorter than the shortest
 interval, so a run finishes before the next one starts even when targets hang.
 A service that refuses, times out or answers wrongly is *down* (``ok=False``
-with an error class and message) — a measurement, not an exception.
+with an error class and message) — a measurement, not an exception::
 
->>> outcomes = asyncio.run(probe_all(config.services, deadline=50))   # doctest: +SKIP
->>> outcomes[0].ok, outcomes[0].latency_ms, outcomes[0].error          # doctest: +SKIP
-(False, None, 'ConnectError: [Errno 111] Connection refused')
+    outcomes = asyncio.run(probe_all(config.services, deadline=50))
+    outcomes[0].ok, outcomes[0].latency_ms, outcomes[0].error
+    # (False, None, 'ConnectError: connection refused (127.0.0.1:5432)')
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import socket
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,14 +78,73 @@ def _tls_days_left(response: httpx.Response, now: datetime) -> float | None:
     return (expires - now).total_seconds() / 86400
 
 
-def _error(exc: BaseException) -> str:
-    message = str(exc).strip() or type(exc).__name__
-    return redact(f"{type(exc).__name__}: {message}")[:500]
+#: Short forms of the socket errors a probe meets, by errno (``ConnectError: connection refused (HOST:PORT)``).
+SOCKET_ERRORS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ECONNABORTED: "connection aborted",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.ENETUNREACH: "network unreachable",
+    errno.EHOSTUNREACH: "host unreachable",
+    errno.EHOSTDOWN: "host down",
+    errno.EADDRNOTAVAIL: "address not available",
+}
+#: getaddrinfo's answers for a name that does not exist (the rest are failures to ask).
+UNKNOWN_NAME = {getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, n)}
+
+
+def _socket_error(exc: BaseException) -> str | None:
+    """The short form of the socket error behind ``exc`` (itself, or what it wraps), None when there is none.
+
+    TLS errors are left to their own message (they say what was wrong with the certificate)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return None
+        if isinstance(current, socket.gaierror):
+            return "unknown host" if current.errno in UNKNOWN_NAME else "name resolution failed"
+        if isinstance(current, OSError) and current.errno is not None:
+            if current.errno in SOCKET_ERRORS:
+                return SOCKET_ERRORS[current.errno]
+            return (current.strerror or os.strerror(current.errno)).lower()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _target(host: str, port: int | None) -> str:
+    host = host.strip("[]")
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port is None else f"{shown}:{port}"
+
+
+def _error(exc: BaseException, target: str | None = None) -> str:
+    """One line for a probe that got no answer: ``CLASS: what happened (HOST:PORT)``.
+
+    Socket errors read the same for HTTP and TCP probes (``ConnectError: connection refused
+    (127.0.0.1:5432)``, ``ConnectError: unknown host (db.invalid:5432)``); an httpx error keeps its class
+    (``ConnectError``, ``ReadError``), a bare socket error of a TCP connect is a ``ConnectError``."""
+    name = type(exc).__name__ if isinstance(exc, httpx.HTTPError) else "ConnectError"
+    if target is None and isinstance(exc, httpx.RequestError):
+        try:
+            url = exc.request.url  # the request that failed: after a redirect, not the configured URL
+            target = _target(url.host, url.port or {"https": 443, "http": 80}.get(url.scheme))
+        except RuntimeError:  # no request attached
+            target = None
+    short = _socket_error(exc)
+    if short is not None:
+        message = short if target is None else f"{short} ({target})"
+    else:
+        message = str(exc).strip() or type(exc).__name__
+        name = type(exc).__name__
+    return redact(f"{name}: {message}")[:500]
 
 
 async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcome:
     """Request ``service.url`` and judge status, body, latency; read the certificate's expiry on HTTPS."""
-    assert service.url is not None
+    if service.url is None:
+        raise ValueError(f"service {service.name!r} has no url: probe it with probe_tcp")
     checked_at = datetime.now(UTC)
     started = time.perf_counter()
     expect = service.expect
@@ -131,7 +194,8 @@ async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcom
 
 async def probe_tcp(service: Service) -> ProbeOutcome:
     """Open (and close) a TCP connection to ``host:port``."""
-    assert service.tcp is not None
+    if service.tcp is None:
+        raise ValueError(f"service {service.name!r} has no tcp address: probe it with probe_http")
     host, _, port = service.tcp.rpartition(":")
     checked_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -149,7 +213,7 @@ async def probe_tcp(service: Service) -> ProbeOutcome:
             error=f"Timeout: no connection within {format_duration(service.timeout)}",
         )
     except OSError as exc:
-        return ProbeOutcome(service.name, checked_at, False, None, error=_error(exc))
+        return ProbeOutcome(service.name, checked_at, False, None, error=_error(exc, _target(host, int(port))))
     return ProbeOutcome(service.name, checked_at, True, (time.perf_counter() - started) * 1000)
 
 
@@ -164,13 +228,16 @@ def new_client(services: Sequence[Service]) -> httpx.AsyncClient:
     )
 
 
-async def probe_all(services: Sequence[Service], deadline: float | None = None) -> list[ProbeOutcome]:
-    """Probe every service concurrently; a probe still running at ``deadline`` seconds is a time-out."""
+async def probe_all(
+    services: Sequence[Service], deadline: float | None = None, max_in_flight: int = MAX_IN_FLIGHT
+) -> list[ProbeOutcome]:
+    """Probe every service concurrently, at most ``max_in_flight`` at a time; a probe still running at
+    ``deadline`` seconds is a time-out."""
     if not services:
         return []
     deadline = run_deadline(services) if deadline is None else deadline
     run_ends = asyncio.get_running_loop().time() + deadline  # one deadline for the run, queueing included
-    in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
+    in_flight = asyncio.Semaphore(max_in_flight)
     async with new_client(services) as client:
 
         async def one(service: Service) -> ProbeOutcome:

@@ -180,8 +180,28 @@ def slo_check(name: str, observed: float | None, expected: float, met: bool, det
     return Check(check=name, status="ok" if met else "fail", detail=detail, observed=observed, expected=expected)
 
 
+def coverage_check(coverage: float | None, minimum: float) -> Check:
+    """``coverage``: ``warn`` when less of the period than ``minimum`` (percent) was measured, or nothing at all;
+    an SLA measured on too little data is not a clean ``ok``."""
+    if coverage is None:
+        return Check(
+            check="coverage",
+            status="warn",
+            detail=f"nothing of the period measured, minimum {minimum:g}%",
+            expected=minimum,
+        )
+    return Check(
+        check="coverage",
+        status="ok" if coverage >= minimum else "warn",
+        detail=f"coverage {coverage:.2f}% of the period measured, minimum {minimum:g}%",
+        observed=coverage,
+        expected=minimum,
+    )
+
+
 def service_checks(service: Service, metrics: dict[str, Any]) -> list[Check]:
-    """``availability`` against ``slo.availability``, and ``latency_p95`` against ``slo.latency_p95`` when set."""
+    """``availability`` against ``slo.availability``, ``latency_p95`` against ``slo.latency_p95`` when set, and
+    ``coverage`` against ``slo.min_coverage``."""
     slo = service.slo.availability
     availability = metrics["availability_pct"]
     checks = [
@@ -207,6 +227,7 @@ def service_checks(service: Service, metrics: dict[str, Any]) -> list[Check]:
                 missing="no successful probe in the period",
             )
         )
+    checks.append(coverage_check(metrics["coverage_pct"], service.slo.min_coverage))
     return checks
 
 
@@ -348,8 +369,8 @@ def compute_sla_task(store: OpsStore, config: Config, period: Period) -> dict[st
     return compute_sla(store, config, period)
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="save-revision[{period.label}]")
 def save_revision(store: OpsStore, result: RoutineResult, period: Period) -> int:
+    """Store the report as a new revision of its period (bookkeeping: the flow retries it)."""
     with store.connection() as conn:
         return sla_store.save_report_revision(
             conn,
@@ -368,7 +389,7 @@ def write_csv_task(result: RoutineResult, period: Period, out_dir: str) -> str:
     return str(write_csv(result, period, Path(out_dir)))
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE)
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="rollups[probe-results]")
 def refresh_rollups_task(store: OpsStore, config: Config, checked: list[tuple[str, datetime]]) -> None:
     """Incremental rollup fill after a probe run."""
     refresh_rollups_for_rows(store, config, checked)
@@ -378,15 +399,7 @@ def rebuild_rollups(store: OpsStore, config: Config) -> int:
     """Rebuild every configured service's hourly, daily and weekly rollups from raw rows; return the
     hours written."""
     with store.connection() as conn:
-        row = conn.execute("select min(checked_at), max(checked_at) from opsflow.probe_results").fetchone()
-        if row is None or row[0] is None:
-            return 0
-        services = [(s.name, s.interval) for s in config.services]
-        sla_store.lock_rollups(conn)
-        conn.execute("delete from opsflow.probe_hourly")
-        sla_store.rebuild(conn, services, row[0], row[1] + sla_store.HOUR)
-        count = conn.execute("select count(*) from opsflow.probe_hourly").fetchone()
-    return int(count[0]) if count else 0
+        return sla_store.rebuild_all(conn, [(s.name, s.interval) for s in config.services])
 
 
 def result_json(result: RoutineResult) -> dict[str, Any]:
@@ -452,7 +465,7 @@ def burn_check(rates: dict[str, float | None]) -> Check:
     return Check(check="burn_rate", status="ok", detail=f"burn rates {shown}")
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE)
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="burn-rates[all services]")
 def burn_rate_checks(store: OpsStore, config: Config, now: datetime) -> dict[str, Check]:
     """Each service's ``burn_rate`` check after a probe run."""
     return {name: burn_check(rates) for name, rates in burn_rates(store, config, now).items()}

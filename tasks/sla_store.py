@@ -188,6 +188,19 @@ def rebuild(conn: psycopg.Connection, services: Sequence[tuple[str, float]], sta
     refresh_weekly(conn, names, floor_week(start), ceil_week(end))
 
 
+def rebuild_all(conn: psycopg.Connection, services: Sequence[tuple[str, float]]) -> int:
+    """Rebuild every hourly, daily and weekly rollup of ``services`` over all raw rows, under the rollup
+    lock; return the hourly rows written (0 when there are no raw rows)."""
+    row = conn.execute("select min(checked_at), max(checked_at) from opsflow.probe_results").fetchone()
+    if row is None or row[0] is None:
+        return 0
+    lock_rollups(conn)
+    conn.execute("delete from opsflow.probe_hourly")
+    rebuild(conn, services, row[0], row[1] + HOUR)
+    count = conn.execute("select count(*) from opsflow.probe_hourly").fetchone()
+    return int(count[0]) if count else 0
+
+
 def floor_day(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 

@@ -1,9 +1,11 @@
 """Where backups live, behind one small interface: S3 (any endpoint) or a filesystem directory.
 
->>> storage = open_storage(config.storages["s3main"])           # doctest: +SKIP
->>> objects = storage.list("postgres/orders/")                   # paginated, every object under the prefix
->>> with storage.open(objects[-1].key) as stream:                # streamed, never loaded whole
-...     first = stream.read(1 << 20)
+Reading one (a real storage: not a doctest)::
+
+    storage = open_storage(config.storages["s3main"])
+    objects = storage.list("postgres/orders/")      # paginated, every object under the prefix
+    with storage.open(objects[-1].key) as stream:   # streamed, never loaded whole
+        first = stream.read(1 << 20)
 
 Errors are classified for the retry policy: access denied, a missing bucket or
 bad credentials are :class:`~tasks.retry.PermanentFailure` (a ``fail`` with the
@@ -89,8 +91,9 @@ def open_storage(settings: Storage) -> BackupStorage:
     """The storage described by a ``storages:`` entry of the config."""
     if isinstance(settings, S3Storage):
         return S3BackupStorage(settings)
-    assert isinstance(settings, FilesystemStorage)
-    return FilesystemBackupStorage(Path(settings.path))
+    if isinstance(settings, FilesystemStorage):
+        return FilesystemBackupStorage(Path(settings.path))
+    raise TypeError(f"not a storage of the config: {type(settings).__name__}")
 
 
 # -- filesystem -----------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The uptime-probe routine's steps: probe, store (or spool), track incidents, judge each service.
 
->>> outcomes = probe_services(config.services)                   # doctest: +SKIP
->>> written = store_probe_results(store, outcomes, spool)        # doctest: +SKIP
->>> items = track_incidents(store, config, outcomes)             # doctest: +SKIP
+The flow (``flows/uptime_probe.py``) runs one ``probe[…]`` task run per service or batch
+(:func:`probe_batches`), writes every result in one COPY (``write[probe-results]``), or
+spools them when the store fails, then advances incidents (``incidents[…]``).
 """
 
 from __future__ import annotations
@@ -10,25 +10,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from opsflow.config import Config, Service
-from opsflow.embedded import home_dir
 from opsflow.results import Check, Item
 from opsflow.spool import ProbeSpool
 from opsflow.store import ImportCount, OpsStore
-from opsflow.units import format_duration
+from opsflow.units import format_duration, format_local_time
 from tasks.incidents import IncidentEvent, ServiceState, advance, in_maintenance
 from tasks.probes import ProbeOutcome, outcome_metrics, probe_all
 from tasks.retry import IO_RETRIES
-
-
-def probe_spool() -> ProbeSpool:
-    """The spool under ``$OPSFLOW_HOME`` (default ``./.opsflow``)."""
-    return ProbeSpool(home_dir() / "spool" / "probe_results.jsonl")
+from tasks.routine import finding_state
 
 
 def maintenance_windows(config: Config, service: str) -> list[tuple[datetime, datetime, str]]:
@@ -41,8 +37,10 @@ def service_item(
     state: ServiceState,
     event: IncidentEvent | None,
     maintenance: str | None,
+    zone: tzinfo = UTC,
 ) -> Item:
-    """Checks ``probe`` (down is ``fail``; ``warn`` inside maintenance), ``tls`` and ``incident``."""
+    """Checks ``probe`` (down is ``fail``; ``warn`` inside maintenance), ``tls`` and ``incident``; times in
+    details are read in ``zone`` (the config's timezone), to the second."""
     checks: list[Check] = []
     if outcome.ok:
         latency = f"{outcome.latency_ms:.0f}ms" if outcome.latency_ms is not None else "up"
@@ -73,20 +71,23 @@ def service_item(
                 check="tls", status="ok", detail=f"the certificate expires in {days:.0f} days", observed=round(days, 2)
             )
         checks.append(tls)
-    if state.incident_open:
-        assert state.incident_opened_at is not None
+    if state.incident_opened_at is not None:  # the incident is open
         opened = "opened now" if event and event.kind == "opened" else "open"
         checks.append(
             Check(
                 check="incident",
                 status="fail",
                 detail=f"incident {opened} since "
-                f"{state.incident_opened_at.isoformat()} after {state.consecutive_failures} "
+                f"{format_local_time(state.incident_opened_at, zone)} after {state.consecutive_failures} "
                 "consecutive failures",
             )
         )
     else:
-        closed = f"; incident since {event.opened_at.isoformat()} closed" if event and event.kind == "closed" else ""
+        closed = (
+            f"; incident since {format_local_time(event.opened_at, zone)} closed"
+            if event and event.kind == "closed"
+            else ""
+        )
         checks.append(
             Check(
                 check="incident",
@@ -124,17 +125,50 @@ def judge_services(
         states.append(state)
         if event is not None:
             events.append(event)
-        items.append(service_item(service, outcome, state, event, reason))
+        items.append(service_item(service, outcome, state, event, reason, config.tzinfo))
     return states, IncidentUpdate(items, events)
 
 
 # -- tasks ------------------------------------------------------------------------------
 
 
-@task(cache_policy=NO_CACHE, task_run_name="probe-services")
-def probe_services(services: list[Service], deadline: float | None = None) -> list[ProbeOutcome]:
-    """Probe every service at once. Not retried: a probe's result is a measurement, failure included."""
-    return asyncio.run(probe_all(services, deadline))
+#: Up to this many services each get a task run of their own (``probe[api]``); more are probed in this
+#: many batches (``probe[api…web (50)]``), so the graph stays readable at a thousand services.
+PROBE_TASK_RUNS = 20
+
+
+def probe_batches(services: Sequence[Service]) -> list[list[Service]]:
+    """The services split into at most :data:`PROBE_TASK_RUNS` batches, in config order."""
+    size = max(1, -(-len(services) // PROBE_TASK_RUNS))
+    return [list(services[i : i + size]) for i in range(0, len(services), size)]
+
+
+def batch_label(batch: Sequence[Service]) -> str:
+    """A batch's task run name: the service, or the first and last with the count."""
+    return batch[0].name if len(batch) == 1 else f"{batch[0].name}…{batch[-1].name} ({len(batch)})"
+
+
+def down(outcomes: Sequence[ProbeOutcome], maintenance: dict[str, list[tuple[datetime, datetime]]]) -> list[str]:
+    """``service: error`` of each service found down outside its maintenance windows."""
+    return [
+        f"{o.service}: {o.error}"
+        for o in outcomes
+        if not o.ok and not in_maintenance(maintenance.get(o.service, []), o.checked_at)
+    ]
+
+
+@task(cache_policy=NO_CACHE, task_run_name="probe[{label}]")
+def probe_task(
+    services: list[Service],
+    deadline: float,
+    max_in_flight: int,
+    label: str,
+    maintenance: dict[str, list[tuple[datetime, datetime]]],
+) -> list[ProbeOutcome] | State[list[ProbeOutcome]]:
+    """Probe a batch at once; Failed naming the services that are down. Not retried: a probe's result
+    is a measurement, a failure included."""
+    outcomes = asyncio.run(probe_all(services, deadline, max_in_flight))
+    return finding_state(outcomes, down(outcomes, maintenance))
 
 
 def write_with_spool(
@@ -153,22 +187,15 @@ def write_with_spool(
         return count
 
 
-@task(**IO_RETRIES, cache_policy=NO_CACHE)
-def store_probe_results(store: OpsStore, outcomes: list[ProbeOutcome]) -> list[tuple[str, datetime]]:
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="write[probe-results]")
+def store_probe_results(store: OpsStore, outcomes: list[ProbeOutcome], spool: ProbeSpool) -> list[tuple[str, datetime]]:
     """Write the results (and spooled ones); return ``(service, checked_at)`` of every row written."""
     written: list[tuple[str, datetime]] = []
-    write_with_spool(store, outcomes, probe_spool(), written)
+    write_with_spool(store, outcomes, spool, written)
     return written
 
 
-@task(cache_policy=NO_CACHE)
-def spool_probe_results(outcomes: list[ProbeOutcome]) -> int:
-    """The store is unreachable: keep the results on local disk for the next run. Local I/O, not retried."""
-    probe_spool().append([o.row() for o in outcomes])
-    return len(outcomes)
-
-
-@task(**IO_RETRIES, cache_policy=NO_CACHE)
+@task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="incidents[all services]")
 def track_incidents(store: OpsStore, config: Config, outcomes: list[ProbeOutcome]) -> list[Item]:
     """Advance incident state in the store by this run's probes; return each service's item."""
     previous = {

@@ -311,6 +311,29 @@ def test_no_channel_no_automation(receiver: HttpReceiver) -> None:
         assert client.read_automations_by_name(FAILED_AUTOMATION) == []
 
 
+def test_command_line_prints_each_line_once(receiver: HttpReceiver, tmp_path: Path) -> None:
+    config = tmp_path / "opsflow.yaml"
+    config.write_text(f"notifications: {{webhook: {{url: '{receiver.url(WEBHOOK_PATH)}'}}}}\n")
+    environ = os.environ | {"PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "opsflow", "automations", "apply", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,  # what a terminal shows: stdout and the logs together
+            env=environ,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        apply_automations(Config.empty())
+    assert done.returncode == 0, done.stdout
+    assert "notification block opsflow-webhook" in done.stdout and FAILED_AUTOMATION in done.stdout
+    summary = [line for line in done.stdout.splitlines() if line.startswith(("notification block ", "automation "))]
+    assert len(summary) == 3, done.stdout  # the webhook's block and the two automations
+    for line in summary:
+        assert done.stdout.count(line) == 1, done.stdout  # not again in a log record
+
+
 def test_command_line(prefect_api: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "opsflow.yaml"
     config.write_text("notifications: {}\n")

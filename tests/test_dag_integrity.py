@@ -19,9 +19,8 @@ from tasks.retry import retry_unless_permanent
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEPLOYMENTS = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
-# Tasks deliberately without retries: retrying cannot fix a bad config; a probe's result is a
-# measurement (a failed probe is data, not an error); spooling is the local fallback of a failed write.
-NOT_RETRIED = {"load_routine_config", "probe_services", "spool_probe_results"}
+# Tasks deliberately without retries: a probe's result is a measurement (a failed probe is data, not an error).
+NOT_RETRIED = {"probe_task"}
 
 
 def test_there_are_deployments() -> None:
@@ -44,6 +43,20 @@ def test_deployment_entrypoint_imports_a_named_flow_with_a_valid_schedule(deploy
         ZoneInfo(schedule["timezone"])
         if "cron" in schedule:
             CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])  # raises on a bad expression
+
+
+@pytest.mark.parametrize("target", [*ROUTINES.values(), *OTHER_FLOWS.values()])
+def test_a_deployment_built_from_the_flow_object_finds_its_entrypoint(target: str) -> None:
+    # serve() and to_deployment() derive the entrypoint from the flow object: flows made by the
+    # routine template must still point at their own module.
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.flows import load_flow_from_entrypoint
+
+    module, attribute = target.split(":")
+    flow = getattr(importlib.import_module(module), attribute)
+    entrypoint = RunnerDeployment.from_flow(flow, name="integrity").entrypoint
+    assert entrypoint == f"{module.replace('.', '/')}.py:{attribute}"
+    assert load_flow_from_entrypoint(entrypoint).name == flow.name
 
 
 def test_every_routine_has_a_deployment() -> None:

@@ -4,6 +4,7 @@ validated, measured, and always cleaned up (SPEC §5 dr-drill, §6 DR drill, §7
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,12 +24,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from flows._routine import routine_result
 from opsflow.cli import run
 from opsflow.config import load_config
 from opsflow.embedded import EmbeddedPostgres, url_with_database
 from opsflow.store import OpsStore
 from tasks.drill import (
     MARKER,
+    LeftoverReport,
     endpoint,
     is_scratch_database_of,
     plan_target,
@@ -499,7 +502,7 @@ def test_the_guard_refuses_a_target_that_is_a_source_or_the_ops_store(
     from flows.dr_drill import DrillParameters, dr_drill
 
     state = dr_drill(DrillParameters(database="orders", config_path=str(config)), return_state=True)
-    result = state.result(raise_on_failure=False)
+    result = routine_result(state)
     assert state.is_failed()
     assert [c.check for c in result.items[0].checks] == ["target"]
     assert "is the source database of 'billing'" in result.items[0].checks[0].detail
@@ -556,6 +559,7 @@ def test_keep_leaves_the_target_up_and_cleanup_removes_it(
     older_dump: bytes,
     source_url: str,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     older = older_dump
     write_backup(tmp_path / "backups" / "orders", "orders-1.dump", older, NOW - timedelta(hours=20), sidecar=older)
@@ -581,6 +585,7 @@ def test_keep_leaves_the_target_up_and_cleanup_removes_it(
     assert postgres_processes(workdir)
     assert not (workdir / "download").exists()
 
+    caplog.set_level(logging.INFO, logger="tasks.drill")
     assert run(["drill", "orders", "--cleanup", "--json", "--config", str(config)]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "database": "orders",
@@ -590,6 +595,15 @@ def test_keep_leaves_the_target_up_and_cleanup_removes_it(
     }
     assert postgres_processes(workdir) == []
     assert not workdir.exists()
+    # Removing what --keep kept is the plan: said as such, not warned about as leftovers of earlier drills.
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tasks.drill"]
+    assert (logging.INFO, f"dr-drill orders: removed the kept drill target {workdir}") in said
+    assert not [m for level, m in said if level >= logging.WARNING or "leftover" in m]
+    # A crashed drill's work directory, beside a kept one, is still a leftover.
+    mixed = LeftoverReport(removed=["/tmp/kept", "/tmp/crashed"], kept=["/tmp/kept"])
+    assert mixed.describe() == (
+        "removed the kept drill target /tmp/kept; removed 1 leftovers of earlier drills: /tmp/crashed"
+    )
 
 
 # -- the monthly run over every database, and --remote ----------------------------------------------------
@@ -614,7 +628,7 @@ def test_the_monthly_run_drills_every_database_in_its_own_subflow(
     from flows.dr_drill import DrillParameters, dr_drill
 
     state = dr_drill(DrillParameters(database="*", config_path=str(config)), return_state=True)
-    result = state.result(raise_on_failure=False)
+    result = routine_result(state)
     assert state.is_failed()
     assert {item.name: item.status for item in result.items} == {"orders": "ok", "billing": "fail"}
     billing = result.items[1].check_named("tables")

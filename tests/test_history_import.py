@@ -169,17 +169,20 @@ def test_an_export_imports_back_into_another_store_unchanged(
         "api,2026-11-01T00:00:00Z,true,12.345678901,200,\n"
         'api,2026-11-01T01:00:30.123456+01:00,false,,503,"HTTP 503: ""busy"", retry\nlater"\n'
         "web,2026-10-31T23:59:59Z,true,0.5,,\n"
+        "web,2026-11-01T00:00:00Z,true,67.74394199999278,200,\n"
     )
     assert run(["probes", "import", str(source)]) == 0
     exported = tmp_path / "out" / "export.csv"
     exported.parent.mkdir()
     capsys.readouterr()
     assert run(["probes", "export", "--output", str(exported)]) == 0
-    assert capsys.readouterr().out.strip() == f"{exported}: 3 probe results written"
+    assert capsys.readouterr().out.strip() == f"{exported}: 4 probe results written"
     lines = exported.read_text().splitlines()
     assert lines[0] == "service,checked_at,ok,latency_ms,status_code,error"
-    assert lines[1] == "api,2026-11-01T00:00:00Z,true,12.345678901,200,"
+    # Latency to at most 3 decimals: a timer's float noise stays out of the file.
+    assert lines[1] == "api,2026-11-01T00:00:00Z,true,12.346,200,"
     assert lines[2].startswith("api,2026-11-01T00:00:30.123456Z,false,,503,")
+    assert lines[-2:] == ["web,2026-10-31T23:59:59Z,true,0.5,,", "web,2026-11-01T00:00:00Z,true,67.744,200,"]
     assert sorted(p.name for p in exported.parent.iterdir()) == ["export.csv"]  # no partial file left
     umask = os.umask(0)
     os.umask(umask)
@@ -193,7 +196,14 @@ def test_an_export_imports_back_into_another_store_unchanged(
         other = OpsStore(url_with_database(pg_server_url, name))
         monkeypatch.setenv("OPSFLOW_STORE_URL", other.url)
         assert run(["probes", "import", str(exported)]) == 0
-        assert stored_probe_rows(other) == stored_probe_rows(store_env)
+        # Unchanged but for the latency's rounding; exported again, the same file byte for byte.
+        assert stored_probe_rows(other) == [
+            (*row[:3], None if row[3] is None else round(row[3], 3), *row[4:]) for row in stored_probe_rows(store_env)
+        ]
+        again = tmp_path / "again.csv"
+        capsys.readouterr()
+        assert run(["probes", "export", "--output", str(again)]) == 0
+        assert again.read_bytes() == exported.read_bytes()
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(f"drop database if exists {name} with (force)")
@@ -214,7 +224,19 @@ def test_export_filters_by_service_and_time_and_streams_to_stdout(
         ("svc-1", "2026-10-01T00:04:00Z"),
     ]
     assert run(["probes", "export", "--service", "svc-0", "--service", "svc-2"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 1 + 20
+    both = capsys.readouterr()
+    assert len(both.out.splitlines()) == 1 + 20 and both.err == ""
+    # A named service with nothing stored is said on stderr; still exit 0 and a valid, header-only CSV.
+    assert run(["probes", "export", "--service", "nosuch"]) == 0
+    none = capsys.readouterr()
+    assert none.out.splitlines() == ["service,checked_at,ok,latency_ms,status_code,error"]
+    assert none.err == "no stored results for service 'nosuch'\n"
+    assert run(["probes", "export", "--service", "svc-1", "--service", "nosuch", *window]) == 0
+    some = capsys.readouterr()
+    assert len(list(csv.DictReader(some.out.splitlines()))) == 3
+    assert some.err == "no stored results for service 'nosuch' from 2026-10-01T00:02:00Z to 2026-10-01T02:05:00+02:00\n"
+    assert run(["probes", "export", "--service", "svc-1", "--from", "2027-01-01T00:00:00Z"]) == 0
+    assert capsys.readouterr().err == "no stored results for service 'svc-1' from 2027-01-01T00:00:00Z\n"
 
 
 def test_export_refuses_bad_times_and_writes_nothing_when_the_store_is_down(

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from flows._routine import routine_result
 from opsflow.config import Config
 from opsflow.history_csv import ProbeRow
 from opsflow.store import OpsStore
@@ -437,7 +438,9 @@ def test_opsflow_run_sla_report_writes_csv_artifacts_and_keeps_month_revisions(
     assert document["routine"] == "sla-report"
     items = {i["name"]: i for i in document["items"]}
     assert set(items) == {"api", "new", "jittery"}
-    assert {c["check"] for c in items["api"]["checks"]} == {"availability", "latency_p95"}
+    assert {c["check"] for c in items["api"]["checks"]} == {"availability", "latency_p95", "coverage"}
+    new_coverage = next(c for c in items["new"]["checks"] if c["check"] == "coverage")
+    assert new_coverage["status"] == "warn" and new_coverage["observed"] < 90  # added mid-month
     assert "previous" in items["api"]["metrics"]
     csv_file = tmp_path / "out" / "sla-month-2026-10.csv"
     assert csv_file.exists() and csv_file.read_text().count("\n") == 4
@@ -504,7 +507,7 @@ def test_flow_stores_a_revision_per_run_and_states_the_rules(
         out_dir=str(tmp_path),
         return_state=True,
     )
-    result = state.result(raise_on_failure=False)
+    result = routine_result(state)
     assert isinstance(result, RoutineResult)
     api = next(i for i in result.items if i.name == "api")
     assert api.metrics["maintenance_seconds"] == 0 and api.metrics["up_seconds"] + api.metrics["down_seconds"] > 0
@@ -529,20 +532,65 @@ def test_slo_checks_fail_below_the_slo_and_warn_when_there_is_nothing_to_judge()
         }
     ).services[0]
 
-    def statuses(availability: float | None, p95: float | None) -> dict[str, tuple[str, str]]:
-        metrics = {"availability_pct": availability, "coverage_pct": 100.0, "latency_p95_ms": p95}
+    def statuses(
+        availability: float | None, p95: float | None, coverage: float | None = 100.0
+    ) -> dict[str, tuple[str, str]]:
+        metrics = {"availability_pct": availability, "coverage_pct": coverage, "latency_p95_ms": p95}
         return {c.check: (c.status, c.detail) for c in service_checks(service, metrics)}
 
     assert statuses(99.95, 150.0) == {
         "availability": ("ok", "99.950% available, SLO 99.9%, coverage 100.00%"),
         "latency_p95": ("ok", "p95 150.0ms, limit 200ms"),
+        "coverage": ("ok", "coverage 100.00% of the period measured, minimum 90%"),
     }
     assert statuses(99.9, 200.0)["availability"][0] == "ok" and statuses(99.9, 200.0)["latency_p95"][0] == "ok"
     assert statuses(99.89, 200.1) == {
         "availability": ("fail", "99.890% available, SLO 99.9%, coverage 100.00%"),
         "latency_p95": ("fail", "p95 200.1ms, limit 200ms"),
+        "coverage": ("ok", "coverage 100.00% of the period measured, minimum 90%"),
     }
-    assert statuses(None, None) == {
+    assert statuses(None, None, 0.0) == {
         "availability": ("warn", "no data in the period"),
         "latency_p95": ("warn", "no successful probe in the period"),
+        "coverage": ("warn", "coverage 0.00% of the period measured, minimum 90%"),
     }
+    # The whole period in maintenance: nothing to measure, still not a clean ok.
+    assert statuses(None, None, None)["coverage"] == ("warn", "nothing of the period measured, minimum 90%")
+
+
+def test_a_month_measured_on_little_data_is_a_coverage_warn_not_a_clean_ok(store: OpsStore) -> None:
+    from opsflow.results import RoutineResult
+    from tasks.sla import build_items
+
+    cfg = Config.model_validate(
+        {
+            "timezone": "UTC",
+            "services": [
+                {"name": "sparse", "url": "https://sparse.example.com/", "interval": "60s"},
+                {"name": "full", "url": "https://full.example.com/", "interval": "60s", "slo": {"min_coverage": "95%"}},
+            ],
+        }
+    )
+    rng = random.Random(3)
+    # sparse: six hours of healthy probes in November (0.83% of the month); full: every minute of the month.
+    rows = [probe("sparse", utc(2026, 11, 10) + timedelta(minutes=m), True, rng) for m in range(6 * 60)]
+    rows += [probe("full", utc(2026, 11, 1) + timedelta(minutes=m), True, rng) for m in range(30 * 24 * 60)]
+    store.write_probe_results(rows)
+    period = parse_period("2026-11", utc(2026, 12, 3), cfg.tzinfo)
+    items = {i.name: i for i in build_items(cfg, compute_sla(store, cfg, period), None)}
+
+    sparse = {c.check: c for c in items["sparse"].checks}
+    assert sparse["availability"].status == "ok"  # 100% of what little was measured
+    assert sparse["coverage"].status == "warn"
+    assert sparse["coverage"].detail == "coverage 0.83% of the period measured, minimum 90%"
+    assert sparse["coverage"].observed == pytest.approx(100 * 6 / (30 * 24), abs=1e-4)
+    assert sparse["coverage"].expected == 90.0
+    assert items["sparse"].status == "warn"
+
+    full = {c.check: c for c in items["full"].checks}
+    assert full["coverage"].status == "ok" and full["coverage"].observed == 100.0
+    assert full["coverage"].detail == "coverage 100.00% of the period measured, minimum 95%"
+    assert items["full"].status == "ok"
+
+    result = RoutineResult(routine="sla-report", as_of=utc(2026, 12, 3), items=list(items.values()))
+    assert result.status == "warn"

@@ -99,6 +99,21 @@ def test_probe_results_span_monthly_partitions_and_are_never_written_twice(store
     }
 
 
+def test_services_with_results_names_those_with_rows_in_the_range(store: OpsStore) -> None:
+    store.write_probe_results(
+        [
+            ProbeRow("api", T0 - timedelta(minutes=1), True, 12.5, 200, None),
+            ProbeRow("db", T0 + timedelta(days=31), True, 3.0, None, None),
+        ]
+    )
+    names = ["api", "db", "nosuch"]
+    assert store.services_with_results(names) == {"api", "db"}
+    assert store.services_with_results(names, start=T0) == {"db"}
+    assert store.services_with_results(names, end=T0) == {"api"}
+    assert store.services_with_results(names, T0, T0 + timedelta(days=31)) == set()  # end is exclusive
+    assert store.services_with_results([]) == set()
+
+
 def test_capacity_samples_upsert_by_metric_and_time(store: OpsStore) -> None:
     first = store.write_capacity_samples(
         [CapacityRow("disk", T0, 1.0), CapacityRow("disk", T0 + timedelta(hours=1), 2.0)]

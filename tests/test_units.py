@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from opsflow.units import (
     SIZE_UNITS,
     format_duration,
+    format_local_time,
     format_size,
     parse_duration,
     parse_percent,
@@ -168,6 +171,33 @@ def test_format_duration_rejects_non_finite() -> None:
 )
 def test_format_size(num_bytes: int, text: str) -> None:
     assert format_size(num_bytes) == text
+
+
+@pytest.mark.parametrize(
+    ("moment", "zone", "text"),
+    [
+        (datetime(2026, 12, 5, 12, 58, 22, 681555, tzinfo=UTC), "Europe/Berlin", "2026-12-05 13:58:22 CET"),
+        (datetime(2026, 7, 5, 12, 58, 22, 999999, tzinfo=UTC), "Europe/Berlin", "2026-07-05 14:58:22 CEST"),
+        (datetime(2026, 12, 5, 12, 58, 22, tzinfo=UTC), "UTC", "2026-12-05 12:58:22 UTC"),
+        # The day changes with the zone; an offset-carrying input is the same instant.
+        (datetime(2026, 12, 5, 23, 30, tzinfo=timezone(timedelta(hours=-5))), "Asia/Tokyo", "2026-12-06 13:30:00 JST"),
+        # Both 02:30 of the autumn change read apart by their abbreviation.
+        (datetime(2026, 10, 25, 0, 30, tzinfo=UTC), "Europe/Berlin", "2026-10-25 02:30:00 CEST"),
+        (datetime(2026, 10, 25, 1, 30, tzinfo=UTC), "Europe/Berlin", "2026-10-25 02:30:00 CET"),
+    ],
+)
+def test_format_local_time(moment: datetime, zone: str, text: str) -> None:
+    assert format_local_time(moment, ZoneInfo(zone)) == text
+
+
+def test_format_local_time_without_a_zone_abbreviation_shows_the_offset() -> None:
+    zone = timezone(timedelta(hours=5, minutes=30), name="")
+    assert format_local_time(datetime(2026, 12, 5, 12, 0, tzinfo=UTC), zone) == "2026-12-05 17:30:00 UTC+05:30"
+
+
+def test_format_local_time_refuses_a_naive_time() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        format_local_time(datetime(2026, 12, 5, 12, 0), UTC)
 
 
 # ------------------------------------------------------------------ properties

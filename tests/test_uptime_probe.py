@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import ssl
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 
 from opsflow.cli import run
 from opsflow.config import Config, Service
+from opsflow.spool import probe_spool
 from opsflow.store import OpsStore
 from tasks.incidents import ServiceState, advance
 from tasks.probes import ProbeOutcome, probe_all
-from tasks.uptime import judge_services, probe_spool, write_with_spool
+from tasks.uptime import judge_services, write_with_spool
 from tests.http_targets import HttpTarget, closed_port, self_signed, silent_port, tls_context
 from tests.receiver import HttpReceiver
 
@@ -54,10 +58,44 @@ def test_each_answer_gets_the_right_verdict_and_error() -> None:
         "timeout": (False, None, "Timeout"),
         "closed": (False, None, "ConnectError"),
         "slow-tls": (False, None, "Timeout"),
-        "tcp-closed": (False, None, "ConnectionRefusedError"),
+        "tcp-closed": (False, None, "ConnectError"),
         "too-slow": (False, 200, "TooSlow"),
     }
     assert results["error"].error == "UnexpectedStatus: HTTP 500, expected 200"
+
+
+def test_connect_failures_read_the_same_for_tcp_and_http_probes() -> None:
+    refused = closed_port()
+    results = verdicts(
+        [
+            service("tcp", tcp=f"127.0.0.1:{refused}"),
+            service("http", url=f"http://127.0.0.1:{refused}/health"),
+            service("tcp-name", tcp="nosuch.invalid:5432"),
+            service("http-name", url="https://nosuch.invalid/health"),
+        ]
+    )
+    assert results["tcp"].error == f"ConnectError: connection refused (127.0.0.1:{refused})"
+    assert results["http"].error == f"ConnectError: connection refused (127.0.0.1:{refused})"
+    # A name that does not resolve (``.invalid`` never does, RFC 6761); offline, resolution itself fails.
+    assert results["tcp-name"].error in (
+        "ConnectError: unknown host (nosuch.invalid:5432)",
+        "ConnectError: name resolution failed (nosuch.invalid:5432)",
+    )
+    assert results["http-name"].error in (
+        "ConnectError: unknown host (nosuch.invalid:443)",
+        "ConnectError: name resolution failed (nosuch.invalid:443)",
+    )
+    # Other socket errors read alike; a TLS failure keeps its own message.
+    from tasks.probes import _error
+
+    unreachable = OSError(errno.EHOSTUNREACH, "No route to host")
+    assert _error(unreachable, "10.0.0.9:5432") == "ConnectError: host unreachable (10.0.0.9:5432)"
+    wrapped = httpx.ConnectError("All connection attempts failed", request=httpx.Request("GET", "http://[::1]:81/"))
+    wrapped.__cause__ = OSError(errno.ENETUNREACH, "Network is unreachable")
+    assert _error(wrapped) == "ConnectError: network unreachable ([::1]:81)"
+    tls = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate")
+    tls.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    assert _error(tls).startswith("ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED]")
 
 
 def test_a_hanging_target_does_not_hold_the_run_past_its_deadline() -> None:
@@ -117,6 +155,33 @@ def test_failures_inside_maintenance_are_skipped_and_a_gap_does_not_break_the_ru
 
 def outcome(name: str, at: datetime, ok: bool) -> ProbeOutcome:
     return ProbeOutcome(name, at, ok, 10.0 if ok else None, 200 if ok else None, None if ok else "ConnectError: x")
+
+
+def test_incident_details_read_times_in_the_config_timezone_to_the_second() -> None:
+    config = Config(
+        timezone="Europe/Berlin", services=[service("api", url="https://api.example.com/", failure_threshold=2)]
+    )
+    first = datetime(2026, 12, 5, 12, 58, 22, 681555, tzinfo=UTC)
+    states, update = judge_services(config, [outcome("api", first, False)], {})
+    states, update = judge_services(
+        config, [outcome("api", first + timedelta(minutes=1), False)], {s.service: s for s in states}
+    )
+    incident = update.items[0].check_named("incident")
+    assert incident is not None and incident.detail == (
+        "incident opened now since 2026-12-05 13:58:22 CET after 2 consecutive failures"
+    )
+    states, update = judge_services(
+        config, [outcome("api", first + timedelta(minutes=2), False)], {s.service: s for s in states}
+    )
+    still = update.items[0].check_named("incident")
+    assert still is not None and still.detail.startswith("incident open since 2026-12-05 13:58:22 CET after 3")
+    _, update = judge_services(
+        config, [outcome("api", first + timedelta(minutes=3), True)], {s.service: s for s in states}
+    )
+    closed = update.items[0].check_named("incident")
+    assert closed is not None and closed.detail == (
+        "0 consecutive failures, threshold 2; incident since 2026-12-05 13:58:22 CET closed"
+    )
 
 
 def test_rewriting_the_same_results_does_not_duplicate_them(store: OpsStore, tmp_path: Path) -> None:

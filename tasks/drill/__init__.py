@@ -44,6 +44,7 @@ The package, one module a step or concern (this module re-exports their public n
 - :mod:`~tasks.drill.leftovers` — :func:`teardown`, ``--keep``, and the sweep for leftovers;
 - :mod:`~tasks.drill.record` — :class:`DrillRecord`, the ``cleanup`` check, the item;
 - :mod:`~tasks.drill.slot` — one drill per database (:func:`drill_slot`);
+- :mod:`~tasks.drill.sql` — every statement the drill runs on a drill server and on a restored database;
 - :mod:`~tasks.drill.tasks` — the thin tasks;
 - :mod:`~tasks.drill.common` — what they share (logger, check order, small helpers).
 """

@@ -105,5 +105,6 @@ def resolve_target(database: Database) -> str:
     if database.drill.embedded:
         return "embedded"
     url = resolve_secret(database.drill.target)
-    assert url is not None
+    if url is None:  # drill.target defaults to "embedded"; None only from a config built around validation
+        raise UsageError(f"dr-drill {database.name}: drill.target is not set")
     return url

@@ -19,6 +19,7 @@ from opsflow.config import Database
 from tasks.drill.clock import Phase
 from tasks.drill.common import _first_line, log
 from tasks.drill.names import MARKER, WORKDIR_PREFIX, is_scratch_database_of, scratch_prefix
+from tasks.drill.sql import SCRATCH_DATABASES
 from tasks.drill.targets import TargetPlan, _connect_server, _drop_database, drill_root, stop_embedded
 from tasks.retry import TransientFailure
 
@@ -40,9 +41,8 @@ def teardown(plan: TargetPlan) -> Teardown:
     removed: list[str] = []
     problems: list[str] = []
     if plan.kind == "server":
-        assert plan.server_url is not None
         try:
-            if _drop_database(plan.server_url, plan.scratch):
+            if _drop_database(plan.drill_server, plan.scratch):
                 removed.append(f"dropped {plan.scratch}")
         except (psycopg.Error, TransientFailure) as exc:
             problems.append(f"could not drop {plan.scratch}: {_first_line(exc)}")
@@ -94,16 +94,35 @@ def _owner_alive(info: Mapping[str, Any]) -> bool | None:
 
 @dataclass
 class LeftoverReport:
-    """What a leftover sweep removed, what it left (in use) and what it could not remove."""
+    """What a leftover sweep removed, what it left (in use) and what it could not remove. ``kept`` names
+    those of ``removed`` that a drill kept on purpose (``--keep``): removing them is the plan, not a mess
+    left by a drill that crashed or was killed."""
 
     removed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+    @property
+    def leftovers(self) -> list[str]:
+        """What was removed that no drill meant to keep."""
+        return [name for name in self.removed if name not in self.kept]
+
+    def merge(self, other: LeftoverReport) -> None:
+        self.removed += other.removed
+        self.skipped += other.skipped
+        self.problems += other.problems
+        self.kept += other.kept
 
     def describe(self) -> str:
         parts = []
-        if self.removed:
-            parts.append(f"removed {len(self.removed)} leftovers of earlier drills: {', '.join(self.removed)}")
+        kept = [name for name in self.removed if name in self.kept]
+        if kept:
+            targets = "the kept drill target" if len(kept) == 1 else "the kept drill targets"
+            parts.append(f"removed {targets} {', '.join(kept)}")
+        if self.leftovers:
+            leftovers = self.leftovers
+            parts.append(f"removed {len(leftovers)} leftovers of earlier drills: {', '.join(leftovers)}")
         if self.skipped:
             parts.append(f"left {', '.join(self.skipped)}")
         if self.problems:
@@ -158,6 +177,8 @@ def remove_workdir_leftovers(
             report.problems.append(f"could not delete {workdir}")
         else:
             report.removed.append(str(workdir))
+            if info.get("keep"):
+                report.kept.append(str(workdir))
     return report
 
 
@@ -171,12 +192,7 @@ def remove_server_leftovers(
     """Scratch databases of ``database`` on the drill server whose drill is over (or made by ``flow_run_id``)."""
     report = LeftoverReport()
     with _connect_server(server_url) as conn:
-        rows = conn.execute(
-            """select d.datname, shobj_description(d.oid, 'pg_database'),
-                      (select count(*) from pg_stat_activity a where a.datid = d.oid)
-               from pg_database d where starts_with(d.datname, %s) order by 1""",
-            (scratch_prefix(database),),
-        ).fetchall()
+        rows = conn.execute(SCRATCH_DATABASES, (scratch_prefix(database),)).fetchall()
     for datname, comment, connections in rows:
         if not is_scratch_database_of(datname, database):
             continue
@@ -196,6 +212,8 @@ def remove_server_leftovers(
         try:
             _drop_database(server_url, datname)
             report.removed.append(datname)
+            if info.get("keep"):
+                report.kept.append(datname)
         except (psycopg.Error, TransientFailure) as exc:
             report.problems.append(f"{datname}: {_first_line(exc)}")
     return report
@@ -205,21 +223,20 @@ def remove_leftovers(database: Database, target: str, *, holding_slot: bool) -> 
     """Everything earlier drills of ``database`` left behind: work directories, embedded servers, scratch databases."""
     report = remove_workdir_leftovers(database.name, holding_slot=holding_slot)
     if target != "embedded":
-        server = remove_server_leftovers(database.name, target, holding_slot=holding_slot)
-        report.removed += server.removed
-        report.skipped += server.skipped
-        report.problems += server.problems
-    if report.removed or report.problems:
+        report.merge(remove_server_leftovers(database.name, target, holding_slot=holding_slot))
+    if report.leftovers or report.problems:
         log.warning("dr-drill %s: %s", database.name, report.describe())
+    elif report.removed:  # only what --keep kept: removing it is the plan, nothing to warn about
+        log.info("dr-drill %s: %s", database.name, report.describe())
     return report
 
 
 def remove_flow_run_targets(flow_run_id: str, database: Database | None, target: str | None) -> LeftoverReport:
     """Everything one (cancelled or crashed) flow run created, found by its flow run id."""
     report = remove_workdir_leftovers(None, flow_run_id=flow_run_id)
-    if database is not None and target not in (None, "embedded"):
-        assert target is not None
+    if database is not None and target is not None and target != "embedded":
         server = remove_server_leftovers(database.name, target, flow_run_id=flow_run_id)
         report.removed += server.removed
         report.problems += server.problems
+        report.kept += server.kept
     return report

@@ -19,6 +19,7 @@ from tasks.drill.restore import Restored
 from tasks.drill.targets import Target, TargetPlan
 from tasks.drill.validate import Validation
 from tasks.retry import PermanentFailure
+from tasks.routine import Finding
 from tasks.storage import StoredObject
 
 
@@ -62,6 +63,8 @@ class DrillRecord:
         if state.is_completed():
             return self.note(state.result())
         outcome = state.result(raise_on_failure=False)
+        if isinstance(outcome, Finding):  # the step ran and found a problem: its checks say which
+            return self.note(outcome.payload)
         exc = outcome if isinstance(outcome, BaseException) else None
         reason = _first_line(exc) if exc is not None else (state.message or "failed")
         status = "fail" if exc is None or isinstance(exc, PermanentFailure | UsageError) else "error"

@@ -19,7 +19,6 @@ from typing import Any
 
 import psutil
 import psycopg
-from psycopg import sql
 
 from opsflow.config import Database
 from opsflow.embedded import EmbeddedPostgres, url_with_database
@@ -28,6 +27,7 @@ from tasks.drill.clock import Phase
 from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _first_line, log
 from tasks.drill.guard import endpoint
 from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, database_slug, scratch_database_name
+from tasks.drill.sql import DATABASE_EXISTS, comment_on_database, create_database, drop_database
 from tasks.retry import PermanentFailure, TransientFailure
 
 STOP_TIMEOUT_SECONDS = 30
@@ -51,6 +51,13 @@ class TargetPlan:
     @property
     def pgdata(self) -> Path:
         return self.workdir / "pgdata"
+
+    @property
+    def drill_server(self) -> str:
+        """The drill server's URL (maintenance connection) of a ``server`` plan."""
+        if self.server_url is None:
+            raise ValueError(f"dr-drill {self.database}: the {self.kind} target has no drill server")
+        return self.server_url
 
 
 @dataclass(frozen=True)
@@ -129,34 +136,43 @@ def create_target(plan: TargetPlan, flow_run_id: str | None) -> Target:
         _create_database(server.url("postgres"), plan.scratch, comment=None)
         url = server.url(plan.scratch)
     else:
-        assert plan.server_url is not None
         comment = {"opsflow": "dr-drill", "database": plan.database, "flow_run_id": flow_run_id, "keep": plan.keep}
-        _create_database(plan.server_url, plan.scratch, comment={**comment, **_owner()})
-        url = url_with_database(plan.server_url, plan.scratch)
+        _create_database(plan.drill_server, plan.scratch, comment={**comment, **_owner()})
+        url = url_with_database(plan.drill_server, plan.scratch)
     target = Target(plan=plan, url=url, phase=Phase.since("create target", started))
     log.info("dr-drill %s: restoring into %s", plan.database, target.description)
     return target
 
 
+def _refuse_unless_scratch(action: str, name: str) -> None:
+    """The drill creates and drops only its own scratch databases: refuse any other name, before connecting.
+
+    A real check, not an ``assert``: it must hold under ``python -O`` too.
+    """
+    if not name.startswith(DB_PREFIX):
+        raise PermanentFailure(
+            f"dr-drill: refusing to {action} database {name!r}: not a drill scratch database "
+            f"(those are named {DB_PREFIX}...)"
+        )
+
+
 def _create_database(server_url: str, name: str, comment: Mapping[str, Any] | None) -> None:
-    assert name.startswith(DB_PREFIX), name  # never anything but our own scratch database
+    _refuse_unless_scratch("create", name)
     with _connect_server(server_url) as conn:
         try:
-            conn.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
+            conn.execute(create_database(name))
         except psycopg.errors.InsufficientPrivilege:
             raise PermanentFailure(f"the drill server refuses to create {name}: permission denied") from None
         if comment is not None:
-            conn.execute(
-                sql.SQL("comment on database {} is {}").format(sql.Identifier(name), sql.Literal(json.dumps(comment)))
-            )
+            conn.execute(comment_on_database(name, json.dumps(comment)))
 
 
 def _drop_database(server_url: str, name: str) -> bool:
     """Drop our scratch database ``name`` if it exists; True when it existed."""
-    assert name.startswith(DB_PREFIX), name  # never anything but a drill's scratch database
+    _refuse_unless_scratch("drop", name)
     with _connect_server(server_url) as conn:
-        existed = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is not None
-        conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+        existed = conn.execute(DATABASE_EXISTS, (name,)).fetchone() is not None
+        conn.execute(drop_database(name))
     return existed
 
 
@@ -193,8 +209,7 @@ def stop_embedded(pgdata: Path) -> bool:
 def teardown_partial(plan: TargetPlan) -> None:
     """Undo a half-made target (before a retry of ``create_target``), keeping the work directory."""
     if plan.kind == "server":
-        assert plan.server_url is not None
-        _drop_database(plan.server_url, plan.scratch)
+        _drop_database(plan.drill_server, plan.scratch)
     elif (plan.pgdata / "postmaster.pid").exists() or plan.pgdata.exists():
         stop_embedded(plan.pgdata)
         shutil.rmtree(plan.pgdata, ignore_errors=True)

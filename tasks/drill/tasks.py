@@ -8,6 +8,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from opsflow.config import BackupSet, Config, Database, Drill, Storage
 from tasks.drill.backup import Downloaded, download_backup, select_backup
@@ -17,6 +18,7 @@ from tasks.drill.restore import MIN_RESTORE_TIMEOUT_SECONDS, Restored, restore_b
 from tasks.drill.targets import Target, TargetPlan, create_target, plan_target, teardown_partial
 from tasks.drill.validate import Validation, validate_restore
 from tasks.retry import IO_RETRIES
+from tasks.routine import finding_state
 from tasks.storage import StoredObject
 
 
@@ -59,14 +61,17 @@ def create_target_task(plan: TargetPlan, flow_run_id: str | None) -> Target:
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="restore[{target.plan.scratch}]")
-def restore_task(target: Target, path: Path, name: str, jobs: int, rto_target: float) -> Restored:
-    # Never raises for a failed pg_restore (a finding, not retried into a half-filled database).
-    return restore_backup(target, path, name, jobs, timeout=max(MIN_RESTORE_TIMEOUT_SECONDS, 3 * rto_target))
+def restore_task(target: Target, path: Path, name: str, jobs: int, rto_target: float) -> Restored | State[Restored]:
+    # A failed pg_restore is a finding (Failed, never retried into a half-filled database), not an exception.
+    restored = restore_backup(target, path, name, jobs, timeout=max(MIN_RESTORE_TIMEOUT_SECONDS, 3 * rto_target))
+    return finding_state(restored, [] if restored.ok else [f"restore: {restored.check.detail}"])
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="validate[{target.plan.scratch}]")
-def validate_task(target: Target, drill: Drill) -> Validation:
-    return validate_restore(target, drill)
+def validate_task(target: Target, drill: Drill) -> Validation | State[Validation]:
+    validation = validate_restore(target, drill)
+    failing = [c for c in validation.checks if c.status in ("fail", "error")]
+    return finding_state(validation, [f"{c.check}: {c.detail}" for c in failing])
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="teardown[{plan.scratch}]")

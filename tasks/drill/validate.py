@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from opsflow.config import Drill, SqlCheck, TableCheck
 from opsflow.embedded import client_bin
@@ -21,6 +20,7 @@ from opsflow.units import format_duration
 from tasks.backups import count_rows
 from tasks.drill.clock import Phase
 from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _check, _error_line, _first_line, _libpq
+from tasks.drill.sql import READ_ONLY, TABLE_REGCLASS, count_rows_of
 from tasks.drill.targets import Target
 from tasks.retry import TransientFailure
 
@@ -69,13 +69,13 @@ def check_tables(conn: psycopg.Connection, tables: Mapping[str, TableCheck], url
     problems: list[str] = []
     for name, expectation in tables.items():
         try:
-            regclass = conn.execute("select to_regclass(%s)::text", (name,)).fetchone()
+            regclass = conn.execute(TABLE_REGCLASS, (name,)).fetchone()
         except psycopg.Error:
             regclass = None
         if regclass is None or regclass[0] is None:
             problems.append(f"table {name} is missing")
             continue
-        row = conn.execute(sql.SQL("select count(*) from {}").format(sql.SQL(regclass[0]))).fetchone()
+        row = conn.execute(count_rows_of(regclass[0])).fetchone()
         counts[name] = int(row[0]) if row else 0
         if counts[name] < expectation.min_rows:
             problems.append(f"{name} has {counts[name]} rows, minimum {expectation.min_rows}")
@@ -91,7 +91,7 @@ def run_sql_check(conn: psycopg.Connection, check: SqlCheck) -> Check:
     name = f"sql:{check.name}"
     try:
         with conn.transaction():
-            conn.execute("set transaction read only")
+            conn.execute(READ_ONLY)
             cursor = conn.execute(check.query)  # type: ignore[arg-type]  # the operator's own SQL, from the config
             rows = cursor.fetchall() if cursor.description else []
             columns = len(cursor.description or [])
