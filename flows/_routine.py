@@ -127,7 +127,7 @@ def run_routine(
             routine.preflight(config, params, run.now)
         outcome = routine.work(run)
         work = outcome if isinstance(outcome, Work) else Work(items=outcome)
-        log.info("%s: checked %d items", routine.name, len(work.items))
+        log.info("%s: checked %s", routine.name, count_items(len(work.items)))
         return finish(run, work)
     except (OpsflowError, ConfigError) as exc:
         return incomplete(routine.name, as_of, exc)
@@ -224,11 +224,16 @@ def final_state(result: RoutineResult) -> State[Any]:
     counts = result.summary
     if not result.exit_code:
         warned = f", {counts.warn} with warnings" if counts.warn else ""
-        return Completed(message=f"{len(result.items)} items checked{warned}", data=result)
+        return Completed(message=f"{count_items(len(result.items))} checked{warned}", data=result)
     failing = [item for item in result.items if item.status in ("fail", "error")]
     named = "; ".join(f"{item.name} ({', '.join(failing_checks(item))})" for item in failing)
-    message = shorten(redact(f"{len(failing)} of {len(result.items)} items failed: {named}"))
+    message = shorten(redact(f"{len(failing)} of {count_items(len(result.items))} failed: {named}"))
     return Failed(message=message, data=Finding(message, result))
+
+
+def count_items(count: int) -> str:
+    """``1 item``, ``2 items``."""
+    return f"{count} item" if count == 1 else f"{count} items"
 
 
 def incomplete(routine: str, as_of: datetime | None, error: BaseException) -> State[Any]:

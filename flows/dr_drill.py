@@ -9,9 +9,9 @@ server) → ``pg_restore -j N`` → validate (tables and ``min_rows``, SQL check
 ``finally``, and the ``on_cancellation``/``on_crashed`` hooks for runs that die).
 A target that is a source database or the ops store is refused before anything
 is created. One drill per database at a time: the Prefect global concurrency
-limit ``dr-drill-<database>`` (1 slot, created on first use).
+limit ``dr-drill-<database>`` (1 slot, created by ``opsflow deploy`` or on first use).
 
-Schedule: ``dr-drill/monthly`` runs at 03:00 UTC on the 1st of every month and
+Schedule: ``dr-drill/monthly`` runs at 03:00 (the config's timezone) on the 1st of every month and
 drills every configured database, one after the other (``database: "*"``, each
 a subflow run); ``dr-drill/on-demand`` has no schedule: start it from the UI
 (a typed parameter form) or with ``opsflow drill NAME --remote``. ``opsflow drill
@@ -70,6 +70,7 @@ from tasks.drill import (
     create_target_task,
     download_task,
     drill_slot,
+    ensure_slot,
     forbidden_databases,
     plan_target_task,
     refused_item,
@@ -81,6 +82,7 @@ from tasks.drill import (
     select_backup,
     select_backup_task,
     settle_leftovers,
+    slot_name,
     target_metrics,
     teardown_task,
     validate_task,
@@ -142,6 +144,15 @@ def clean_up_drills(database: Database) -> LeftoverReport:
         return remove_leftovers(database, resolve_target(database), holding_slot=False)
     except (PermanentFailure, TransientFailure) as exc:
         raise RoutineIncomplete(f"drill cleanup of {database.name}: {exc}") from None
+
+
+def ensure_drill_slots(config: Config) -> list[str]:
+    """Create, where missing, the concurrency limit ``dr-drill-<db>`` (1 slot) of every configured database
+    (``opsflow deploy``: up front, so they are on the server before the first drill); returns their names."""
+    names = [slot_name(database.name) for database in config.databases]
+    for name in names:
+        ensure_slot(name)
+    return names
 
 
 def remove_run_targets(flow: Any, flow_run: Any, state: Any) -> None:

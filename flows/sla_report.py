@@ -15,8 +15,8 @@ Result: stored under the period's label as scope (and as a new revision in
 ``sla-report-<period kind>``. Every report states the rules and the coverage.
 
 Schedule (``prefect.yaml``): ``daily`` at 06:00 (yesterday), ``weekly`` on Mondays at 06:30 (last
-ISO week), ``monthly`` on the 1st at 07:00 (last month); cron in the timezone of the
-deployment, which should be the config's ``timezone``. Needs: the ops store.
+ISO week), ``monthly`` on the 1st at 07:00 (last month), in the config's ``timezone``
+(``opsflow deploy`` and ``opsflow serve`` write it into the schedules). Needs: the ops store.
 
     opsflow run sla-report --period 2026-10 [--as-of ...] [--json]
 """

@@ -194,6 +194,15 @@ def cmd_sla_rebuild_rollups(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """SPEC §3: a Prefect server, PostgreSQL, S3, HTTP and SMTP on loopback, every routine served and run once."""
+    if args.config is not None:
+        raise UsageError("opsflow demo takes no --config: it writes and uses its own ($OPSFLOW_HOME/demo/opsflow.yaml)")
+    from deployments.demo import run_demo
+
+    return run_demo(once=args.once)
+
+
 def quiet_terminal() -> None:
     """Prefect is loaded: one line per log record on stderr, none of its per-run chatter."""
     from opsflow.logs import quiet_terminal as quiet
@@ -419,6 +428,41 @@ def cmd_automations_apply(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Work pool, automations, drill limits, then every deployment of prefect.yaml in the config's timezone."""
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.bootstrap import deploy
+
+    config = load_config(default_config_path(args.config, os.environ))
+    if not PREFECT_API_URL.value():
+        # Without it Prefect would start a throwaway server, and the deployments would vanish with it.
+        raise UsageError("PREFECT_API_URL is not set: point it at the Prefect server to deploy to")
+    for deployment in deploy(config, say=lambda line: print(line, flush=True)):
+        print(deployment.line())
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Every deployment of prefect.yaml served by this process until stopped; schedules stay active."""
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.bootstrap import bootstrap
+    from deployments.runner import serve_all
+
+    path = default_config_path(args.config, os.environ)
+    config = load_config(path)
+    if not PREFECT_API_URL.value():
+        raise UsageError("PREFECT_API_URL is not set: point it at the Prefect server to serve the deployments on")
+
+    def prepare() -> None:
+        for line in bootstrap(config, work_pool=False).lines:  # served deployments need no work pool
+            print(line, flush=True)
+
+    serve_all(config=path, timezone=config.timezone, prepare=prepare)
+    return EXIT_OK
+
+
 def _existing_file(name: str) -> Path:
     path = Path(name)
     if not path.is_file():
@@ -518,6 +562,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_option(drill)
     drill.set_defaults(handler=cmd_drill)
 
+    demo = commands.add_parser(
+        "demo",
+        help="start a Prefect server, PostgreSQL, S3 and sample services on loopback; serve and run every routine",
+    )
+    demo.add_argument(
+        "--once", action="store_true", help="wait for the first runs, print their states, stop everything and exit"
+    )
+    demo.add_argument("--config", metavar="PATH", help="refused: the demo writes its own ($OPSFLOW_HOME/demo)")
+    demo.set_defaults(handler=cmd_demo)
+
     store = commands.add_parser("store", help="the embedded ops store")
     store_actions = store.add_subparsers(dest="action", required=True, metavar="ACTION")
     store_stop = store_actions.add_parser(
@@ -535,6 +589,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(automations_apply)
     automations_apply.set_defaults(handler=cmd_automations_apply)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="set up the Prefect server (work pool, automations, drill limits) and register every deployment "
+        "of prefect.yaml, schedules in the config's timezone",
+    )
+    _add_config_option(deploy)
+    deploy.set_defaults(handler=cmd_deploy)
+
+    serve = commands.add_parser(
+        "serve", help="serve every deployment of prefect.yaml from this process (no worker); schedules stay active"
+    )
+    _add_config_option(serve)
+    serve.set_defaults(handler=cmd_serve)
 
     return parser
 

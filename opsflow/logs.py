@@ -98,12 +98,21 @@ class TerminalFilter(logging.Filter):
 
 
 class TerminalHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """``opsflow run``'s stderr: :class:`OneLineFormatter` lines through :class:`TerminalFilter`."""
+    """``opsflow run``'s stderr: :class:`OneLineFormatter` lines through :class:`TerminalFilter`,
+    written to whatever ``sys.stderr`` is when a record comes (never a stream closed since)."""
 
     def __init__(self) -> None:
-        super().__init__(sys.stderr)
+        super().__init__()
         self.setFormatter(OneLineFormatter())
         self.addFilter(TerminalFilter())
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass  # always the current stderr
 
 
 def quiet_terminal() -> None:

@@ -8,6 +8,7 @@ with a cron schedule that must run on its own at the next minute.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -44,6 +45,14 @@ def _environ(api_url: str, home: Path, **extra: str) -> dict[str, str]:
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A Prefect server of its own (API URL, PREFECT_HOME), scheduling every second."""
     home = tmp_path_factory.mktemp("prefect-home")
+    with running_prefect_server(home) as api_url:
+        yield api_url, home
+
+
+@contextlib.contextmanager
+def running_prefect_server(home: Path) -> Iterator[str]:
+    """``prefect server start`` on a free loopback port with its own SQLite database under ``home``
+    (also its PREFECT_HOME), scheduling every second; yields its API URL (tests/test_deployments.py too)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     environ = _environ(
@@ -71,7 +80,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
                 pass
             assert time.monotonic() < deadline, "the Prefect server did not start"
             time.sleep(0.5)
-        yield api_url, home
+        yield api_url
     finally:
         _stop(server)
         log.close()
@@ -137,6 +146,10 @@ def test_prefect_deploy_registers_every_deployment_and_the_scheduler_plans_their
         flow_name = entry["entrypoint"].split(":")[1].replace("_", "-")
         deployment = registered[f"{flow_name}/{entry['name']}"]
         assert deployment["work_pool_name"] == "opsflow"
+        if "concurrency_limit" in entry:  # prefect.yaml's {limit, collision_strategy}, as Prefect 3.8.8 reads it
+            assert deployment["global_concurrency_limit"]["limit"] == entry["concurrency_limit"]["limit"]
+            strategy = entry["concurrency_limit"]["collision_strategy"]
+            assert deployment["concurrency_options"]["collision_strategy"] == strategy
         deadline = time.monotonic() + 30
         while len(times := _scheduled_runs(api_url, deployment["id"])) < (3 if entry.get("schedules") else 0):
             assert time.monotonic() < deadline, f"no runs scheduled for {flow_name}/{entry['name']}"

@@ -1,0 +1,227 @@
+"""The all-in-one runner: every deployment of ``prefect.yaml``, served by one process.
+
+For single-machine installs without a worker (and for ``opsflow demo``): the same
+``prefect.yaml`` that ``opsflow deploy`` registers for a work pool is read
+here, each deployment built from its flow with the same name, schedules,
+parameters, tags and concurrency limit (collision strategy included), and all
+of them served by one ``serve()`` — which leaves the schedules active when it
+stops (``pause_on_shutdown=False``), so stopping the runner never pauses
+production. Every schedule runs in the config's ``timezone``
+(:func:`render_prefect_yaml`, which ``opsflow deploy`` uses too).
+
+    opsflow serve [--config ops.yaml]        # or: python -m deployments.runner
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = Path(__file__).resolve().parent.parent
+PREFECT_YAML = PROJECT / "prefect.yaml"
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """One entry of ``prefect.yaml``'s ``deployments:``, as the runner needs it."""
+
+    name: str
+    entrypoint: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    schedules: tuple[Mapping[str, Any], ...] = ()
+    # An int, or prefect.yaml's mapping {limit, collision_strategy, grace_period_seconds}.
+    concurrency_limit: int | Mapping[str, Any] | None = None
+
+    @property
+    def flow_module(self) -> str:
+        return self.entrypoint.split(":")[0].removesuffix(".py").replace("/", ".")
+
+    @property
+    def flow_attribute(self) -> str:
+        return self.entrypoint.split(":")[1]
+
+
+def render_prefect_yaml(path: Path = PREFECT_YAML, timezone: str | None = None) -> dict[str, Any]:
+    """``path`` as Prefect reads it (anchors and merge keys resolved, ``definitions`` dropped), with every
+    schedule in ``timezone`` when given (the config's: schedules run in it)."""
+    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    document.pop("definitions", None)
+    if timezone is not None:
+        for entry in document.get("deployments") or []:
+            if entry.get("schedules"):
+                entry["schedules"] = [{**schedule, "timezone": timezone} for schedule in entry["schedules"]]
+    return document
+
+
+def read_deployments(path: Path = PREFECT_YAML, timezone: str | None = None) -> list[DeploymentSpec]:
+    """Every deployment of ``path`` (anchors and merge keys resolved), schedules in ``timezone`` when given."""
+    document = render_prefect_yaml(path, timezone)
+    specs = []
+    for entry in document.get("deployments") or []:
+        specs.append(
+            DeploymentSpec(
+                name=entry["name"],
+                entrypoint=entry["entrypoint"],
+                description=entry.get("description") or "",
+                tags=tuple(entry.get("tags") or ()),
+                parameters=dict(entry.get("parameters") or {}),
+                schedules=tuple(entry.get("schedules") or ()),
+                concurrency_limit=entry.get("concurrency_limit"),
+            )
+        )
+    return specs
+
+
+def prefect_schedules(spec: DeploymentSpec) -> list[Any]:
+    """The spec's schedules as Prefect schedule objects (cron or interval, with their timezone)."""
+    from prefect.schedules import Cron, Interval
+
+    built = []
+    for schedule in spec.schedules:
+        timezone = schedule.get("timezone")
+        if "cron" in schedule:
+            built.append(Cron(schedule["cron"], timezone=timezone))
+        else:
+            anchor = schedule.get("anchor_date")
+            built.append(
+                Interval(
+                    timedelta(seconds=float(schedule["interval"])),
+                    anchor_date=datetime.fromisoformat(anchor) if isinstance(anchor, str) else anchor,
+                    timezone=timezone,
+                )
+            )
+    return built
+
+
+def concurrency_limit(spec: DeploymentSpec) -> Any:
+    """The spec's concurrency limit as ``to_deployment`` takes it: an int, or a ``ConcurrencyLimitConfig``
+    carrying the collision strategy (``CANCEL_NEW``: a run due while one is running is cancelled)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig
+
+    limit = spec.concurrency_limit
+    if isinstance(limit, Mapping):
+        return ConcurrencyLimitConfig(**{key: value for key, value in limit.items() if value is not None})
+    return limit
+
+
+def runner_deployments(specs: Sequence[DeploymentSpec]) -> list[Any]:
+    """Each spec as a deployment of its flow, ready to serve."""
+    import importlib
+
+    deployments = []
+    for spec in specs:
+        flow = getattr(importlib.import_module(spec.flow_module), spec.flow_attribute)
+        deployments.append(
+            flow.to_deployment(
+                name=spec.name,
+                description=spec.description,
+                tags=list(spec.tags),
+                parameters=dict(spec.parameters),
+                schedules=prefect_schedules(spec),
+                concurrency_limit=concurrency_limit(spec),
+            )
+        )
+    return deployments
+
+
+def serve_all(
+    path: Path = PREFECT_YAML,
+    config: Path | None = None,
+    *,
+    timezone: str | None = None,
+    prepare: Callable[[], None] | None = None,
+) -> None:
+    """Serve every deployment of ``path`` until interrupted; schedules stay active afterwards.
+
+    Runs read ``config`` (through ``$OPSFLOW_CONFIG``, which the runs it starts inherit) when given.
+    Schedules run in ``timezone``, by default the ``timezone`` of that config (or of ``$OPSFLOW_CONFIG``,
+    else ``./opsflow.yaml``; UTC without one). Runs start in the project directory (this process
+    changes into it). ``prepare`` is called once nothing stands in the way, just before serving
+    (``opsflow serve``: the automations and drill limits).
+    """
+    import os
+
+    from prefect import serve
+
+    from opsflow.config import default_config_path, load_config
+
+    path_of_config = config if config is not None else default_config_path(None, os.environ)
+    if config is not None or path_of_config.exists():  # absolute: runs start elsewhere (below)
+        os.environ["OPSFLOW_CONFIG"] = str(path_of_config.resolve())
+    if timezone is None:
+        timezone = load_config(path_of_config, missing_ok=config is None).timezone
+    # Runs start in the project directory, as on a worker (whose pull step goes there), and the
+    # entrypoints read as in prefect.yaml.
+    os.chdir(PROJECT)
+    deployments = runner_deployments(read_deployments(path, timezone))
+    refuse_worker_deployments(deployments)
+    if prepare is not None:
+        prepare()
+    with warnings.catch_warnings():
+        # Prefect 3.8.8's SIGTERM handler calls the async Runner.stop() without awaiting it (the runner stops
+        # all the same, through sys.exit); its "never awaited" RuntimeWarning is noise on every stop.
+        warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited", category=RuntimeWarning)
+        serve(*deployments, pause_on_shutdown=False)
+
+
+def refuse_worker_deployments(deployments: Sequence[Any]) -> None:
+    """Refuse (``UsageError``) to serve deployments registered for a work pool (``opsflow deploy``).
+
+    Serving one would take it over half-way: the server keeps its work pool and drops its code location,
+    so a worker and this runner would both claim its runs, and this runner's would crash loading the flow.
+    """
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectException
+
+    from opsflow.errors import RoutineIncomplete, UsageError
+
+    taken: list[str] = []
+    try:
+        with get_client(sync_client=True) as client:
+            for deployment in deployments:
+                full_name = f"{deployment.flow_name}/{deployment.name}"
+                try:
+                    existing = client.read_deployment_by_name(full_name)
+                except ObjectNotFound:
+                    continue
+                if existing.work_pool_name:
+                    taken.append(f"{full_name} (work pool {existing.work_pool_name})")
+    except (httpx.HTTPError, PrefectException, OSError) as exc:
+        raise RoutineIncomplete(f"cannot reach the Prefect server: {type(exc).__name__}: {exc}") from None
+    if taken:
+        raise UsageError(
+            f"{', '.join(taken)}: registered for workers (opsflow deploy); delete "
+            f"{'it' if len(taken) == 1 else 'them'} (prefect deployment delete FLOW/NAME) to serve from here instead"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deployments.runner", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="PATH", help="opsflow.yaml handed to every run (config_path)")
+    args = parser.parse_args(argv)
+    from opsflow.config import ConfigError
+    from opsflow.errors import RoutineIncomplete, UsageError
+
+    try:
+        serve_all(config=Path(args.config) if args.config else None)
+    except (ConfigError, UsageError) as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    except RoutineIncomplete as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(3) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""``opsflow demo`` (SPEC §3), for real: a Prefect server, PostgreSQL, S3, HTTP and SMTP on loopback,
+every routine served and run once, then everything stopped.
+
+- ``--once`` finishes in under three minutes with exit 0, names the UI and the ``export`` line, shows the
+  backup verification red (the stale set) and every uptime and SLA run final, and leaves nothing running;
+- without ``--once`` the schedules go on (the uptime probe's interval schedule fires a second run) until
+  SIGINT, which stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from deployments.demo_services import MARKER, stop_marked
+
+REPO = Path(__file__).resolve().parent.parent
+FINAL = {"Completed", "Failed", "Cancelled", "Crashed"}
+FINAL_TYPES = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED"]
+
+
+def _environ(home: Path) -> dict[str, str]:
+    environ = {name: value for name, value in os.environ.items() if not name.startswith(("PREFECT_", "OPSFLOW_"))}
+    return environ | {"OPSFLOW_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
+
+
+def _demo_processes(home: Path) -> list[str]:
+    """Processes (other than this one) whose command line or demo marker names ``home``."""
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid == os.getpid():
+            continue
+        try:
+            cmdline = " ".join(proc.cmdline())
+            marked = proc.environ().get(MARKER, "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if str(home) in cmdline or marked.startswith(str(home)):
+            found.append(f"{proc.pid}: {cmdline[:200]}")
+    return found
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _ports(output: str) -> dict[str, int]:
+    """The UI's and the S3 endpoint's ports, as the demo printed them."""
+    ui = re.search(r"The Prefect UI: http://127\.0\.0\.1:(\d+)", output)
+    s3 = re.search(r"S3 endpoint http://127\.0\.0\.1:(\d+)", output)
+    assert ui is not None, output[-3000:]
+    assert s3 is not None, output[-3000:]
+    return {"ui": int(ui[1]), "s3": int(s3[1])}
+
+
+def _assert_nothing_left(home: Path, ports: dict[str, int]) -> None:
+    deadline = time.monotonic() + 10  # a process the demo stopped may take a moment to be reaped
+    while (left := _demo_processes(home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == [], "still running after the demo:\n" + "\n".join(left)
+    for name, port in ports.items():
+        assert not _listening(port), f"the demo's {name} port {port} still answers"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A fresh OPSFLOW_HOME; whatever a failed test leaves running there is stopped afterwards."""
+    home = tmp_path / "home"
+    try:
+        yield home
+    finally:
+        stop_marked(home / "demo")
+
+
+def test_demo_once_runs_every_routine_and_stops_everything(home: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "opsflow", "demo", "--once"],
+        cwd=REPO,
+        env=_environ(home),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-5000:]
+    assert took < 180, f"opsflow demo --once took {took:.0f}s"
+
+    ports = _ports(output)
+    ui = f"http://127.0.0.1:{ports['ui']}"
+    assert f"The Prefect UI: {ui}" in done.stdout
+    assert f"export PREFECT_API_URL={ui}/api" in done.stdout
+    assert re.search(rf"the red run\s+{ui}/runs/flow-run/[0-9a-f-]{{36}}\s+\(backup-verification/daily\)", done.stdout)
+
+    runs = done.stdout.split("\nRuns:\n", 1)[1]
+    states = dict(re.findall(r"^  (\S+/\S+)\s+(\w+)", runs, re.MULTILINE))
+    assert states["backup-verification/daily"] == "Failed", runs
+    assert "crm-db (fresh: newest backup is" in runs  # the red run says why
+    assert states["uptime-probe/every-minute"] in FINAL, runs
+    for name in ("sla-report/daily", "sla-report/weekly", "sla-report/monthly"):
+        assert states[name] in FINAL, runs
+    assert states["dr-drill/on-demand"] == "Completed", runs  # the healthy backups restore
+    assert "Crashed" not in states.values(), runs
+    _assert_nothing_left(home, ports)
+    assert (home / "demo" / "opsflow.yaml").is_file()  # the demo's data stays for a look afterwards
+
+
+def _read_lines(stream: Any, into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
+
+
+def test_demo_serves_the_schedules_until_sigint(home: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    stderr = (tmp_path / "demo.err").open("w")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "opsflow", "demo"],
+        cwd=REPO,
+        env=_environ(home),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    reader = threading.Thread(target=_read_lines, args=(demo.stdout, lines), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 150
+        api = None
+        while api is None:
+            found = re.search(r"export PREFECT_API_URL=(\S+)", "".join(lines))
+            api = found[1] if found else None
+            assert demo.poll() is None, "".join(lines) + (tmp_path / "demo.err").read_text()
+            assert time.monotonic() < deadline, "the demo did not come up:\n" + (tmp_path / "demo.err").read_text()
+            time.sleep(0.5)
+
+        deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        [uptime] = [d for d in deployments if d["entrypoint"].endswith(":uptime_probe")]
+        deadline = time.monotonic() + 150
+        while True:
+            finished = httpx.post(
+                f"{api}/flow_runs/filter",
+                json={
+                    "deployments": {"id": {"any_": [uptime["id"]]}},
+                    "flow_runs": {"state": {"type": {"any_": FINAL_TYPES}}},
+                },
+                timeout=10,
+            ).json()
+            if len(finished) >= 2:
+                break
+            assert demo.poll() is None, (tmp_path / "demo.err").read_text()
+            assert time.monotonic() < deadline, f"the uptime probe ran {len(finished)} times, not twice"
+            time.sleep(2)
+        assert any(run["auto_scheduled"] for run in finished)  # its interval schedule fired on its own
+
+        output = "".join(lines)
+        ports = _ports(output + (tmp_path / "demo.err").read_text())
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=120) == 0, (tmp_path / "demo.err").read_text()[-3000:]
+        _assert_nothing_left(home, ports)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        reader.join(timeout=5)
+        if demo.stdout is not None:
+            demo.stdout.close()
+        stderr.close()

@@ -1,0 +1,134 @@
+"""The Prefect UI as an ops lead sees it, in a real browser: with ``opsflow demo`` running, Debian's
+chromium (driven by Playwright through ``executable_path``; no browser download exists here) loads the
+deployments page — every deployment listed with its schedule — and the red run's page — its failing task
+and why. Screenshots are kept as test artifacts under ``$OPSFLOW_TEST_ARTIFACTS`` (default
+``.test-artifacts/ui``); the assertions are on the DOM."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deployments.demo_services import stop_marked
+from tests.test_demo import REPO, _environ
+
+CHROMIUM = Path("/usr/bin/chromium")
+# As the machine notes say: without the background-networking flags chromium keeps dialling out.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEPLOYMENTS = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """``opsflow demo`` running: the UI's address and the red run's page, once its first runs are final."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get install chromium)")
+    home = tmp_path_factory.mktemp("ui") / "home"
+    errors = home.parent / "demo.err"
+    errors_file = errors.open("w")
+    lines: list[str] = []
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opsflow", "demo"],
+        cwd=REPO,
+        env=_environ(home),
+        stdout=subprocess.PIPE,
+        stderr=errors_file,
+        text=True,
+    )
+    threading.Thread(target=lambda: lines.extend(process.stdout or []), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 180
+        while "backup-verification/daily" not in "".join(lines).split("First runs", 1)[-1]:
+            assert process.poll() is None and time.monotonic() < deadline, errors.read_text()[-3000:]
+            time.sleep(0.5)
+        output = "".join(lines)
+        ui = re.search(r"The Prefect UI: (http://127\.0\.0\.1:\d+)", output)
+        red = re.search(r"the red run\s+(\S+)", output)
+        assert ui is not None and red is not None, output
+        yield {"ui": ui[1], "red_run": red[1]}
+    finally:
+        process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=60)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+        errors_file.close()
+        stop_marked(home / "demo")
+
+
+@pytest.fixture(scope="module")
+def browser(demo: dict[str, str]) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    folder = Path(os.environ.get("OPSFLOW_TEST_ARTIFACTS") or REPO / ".test-artifacts") / "ui"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def test_the_deployments_page_lists_every_deployment_with_its_schedule(demo: dict[str, str], browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{demo['ui']}/deployments")
+    page.get_by_text(f"{len(DEPLOYMENTS)} Deployments").wait_for(timeout=30_000)
+    screenshot(page, "deployments")
+    rows = page.locator("tbody tr")
+    assert rows.count() == len(DEPLOYMENTS)
+    listed = {tuple(row.inner_text().split()[:2]) for row in rows.all()}  # (deployment, flow) per row
+    expected = {(entry["name"], entry["entrypoint"].rsplit(":", 1)[1].replace("_", "-")) for entry in DEPLOYMENTS}
+    assert listed == expected
+    body = page.inner_text("body")
+    assert "Every minute" in body  # uptime-probe/every-minute
+    assert "At 06:00 AM every day" in body  # backup-verification/daily, sla-report/daily
+    assert "Ready" in body  # served: not "Not Ready"
+
+
+def test_the_red_runs_page_shows_its_failing_task_and_why(demo: dict[str, str], browser: Any) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(demo["red_run"])
+    page.get_by_text("crm-db: fresh: newest backup is").wait_for(timeout=30_000)  # the run's ERROR line
+    screenshot(page, "red-run")
+    assert page.get_by_text("Failed", exact=True).first.is_visible()  # the run's state badge
+    logs = page.inner_text("body")
+    assert re.search(r"Finished in state Failed\('fresh: newest backup is \S+ old, limit 26h'\)", logs)
+    assert "Traceback" not in logs
+
+    page.get_by_text("Task Runs", exact=True).click()
+    failing = page.get_by_text("verify[crm-db]")
+    failing.first.wait_for(timeout=30_000)
+    screenshot(page, "red-run-task-runs")
+    tab = page.inner_text("body")
+    assert "verify[shop-db]" in tab and "verify[crm-db]" in tab
+    assert re.search(r"verify\[crm-db\][\s\S]{0,200}Failed", tab), tab[:2000]
