@@ -32,7 +32,7 @@ saving, alert state) is plain code, not task runs.
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from prefect import Flow, flow, get_run_logger, runtime
@@ -45,9 +45,9 @@ from opsflow.errors import OpsflowError, UsageError
 from opsflow.logs import keep_findings_out_of_engine_errors, reason_extra, send_logs_to_runs
 from opsflow.redact import redact
 from opsflow.results import Check, Item, Period, RoutineResult
-from reports.summary import DeliveryLike, checks_table, deliveries_markdown, summary_markdown
+from reports.summary import DeliveryLike, checks_table, deliveries_markdown, summary_markdown, what_if_markdown
 from tasks.artifacts import publish_artifacts
-from tasks.notify import send_alerts
+from tasks.notify import AlertReport, send_alerts
 from tasks.resources import Resources, system_clock
 from tasks.retry import with_retries
 from tasks.routine import Finding, failing_checks, settle, shorten
@@ -59,6 +59,8 @@ AsOf = Annotated[datetime | None, Field(description="Run as if now were this ins
 ConfigPath = Annotated[
     str | None, Field(description="opsflow.yaml to use; empty means $OPSFLOW_CONFIG, else ./opsflow.yaml.")
 ]
+# An explicit as_of further than this from the clock is a what-if: no alert, alert state left alone (SPEC §7).
+WHAT_IF_AFTER = timedelta(minutes=5)
 
 
 @dataclass
@@ -75,7 +77,12 @@ class Work:
 
 @dataclass
 class RoutineRun:
-    """One run of a routine, as its work sees it."""
+    """One run of a routine, as its work sees it.
+
+    ``clock`` is the resources' clock when the run began: ``now`` is that same instant unless the run
+    was given an explicit ``as_of``, and a ``now`` more than :data:`WHAT_IF_AFTER` from it makes the run
+    a what-if (:attr:`what_if`).
+    """
 
     routine: "Routine"
     config: Config
@@ -83,10 +90,20 @@ class RoutineRun:
     now: datetime
     flow_run_id: str | None
     params: Mapping[str, Any]
+    clock: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            self.clock = self.resources.clock()
 
     @property
     def store(self) -> Any:
         return self.resources.store
+
+    @property
+    def what_if(self) -> bool:
+        """An explicit ``as_of`` more than 5 minutes from the clock: results and artifacts, no alerts (SPEC §7)."""
+        return self.clock is not None and abs(self.now - self.clock) > WHAT_IF_AFTER
 
 
 @dataclass(frozen=True)
@@ -185,12 +202,19 @@ def finish(run: RoutineRun, work: Work) -> State[Any]:
     store = run.store
     with_retries(lambda: store.save_result(result, work.scope), "save the result")
     log.info("%s: result stored%s", routine.name, f" ({work.scope})" if work.scope else "")
-    view = routine.alert_view(run, result) if routine.alert_view is not None else result
-    alerts = send_alerts(view, run.config, store)
+    key = work.key or routine.name
+    report = routine.report(result) if routine.report else None
+    if run.what_if:
+        # SPEC §7: a what-if neither alerts nor touches the alert state, and its summary says so.
+        alerts = AlertReport(alerts=[], deliveries=[])
+        report = (report if report is not None else summary_markdown(result)) + what_if_markdown(run.now)
+        log.info("%s: what-if run as of %s: no alerts sent, alert state unchanged", routine.name, run.now.isoformat())
+    else:
+        view = routine.alert_view(run, result) if routine.alert_view is not None else result
+        alerts = send_alerts(view, run.config, store)
     if alerts.deliveries:
         log.info("%s: %d alerts sent, %d not delivered", routine.name, len(alerts.deliveries), len(alerts.failed))
-    key = work.key or routine.name
-    publish_result(result, key, alerts.deliveries, report=routine.report(result) if routine.report else None)
+    publish_result(result, key, alerts.deliveries, report=report)
     log.info("%s: published artifacts %s and %s-checks", routine.name, key, key)
     say_why(result)
     return final_state(result)

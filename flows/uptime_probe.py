@@ -20,8 +20,6 @@ the run ends Failed when a service is down.
 # No ``from __future__ import annotations`` in a flow module: Prefect builds the flow's parameter
 # model from the signature where it runs the flow (a worker, a served deployment).
 
-from datetime import datetime
-
 from flows._routine import Routine, RoutineRun, reason, routine_flow
 from opsflow.config import Config
 from opsflow.errors import StoreUnavailable
@@ -30,6 +28,7 @@ from tasks.probes import MAX_IN_FLIGHT, ProbeOutcome, run_deadline
 from tasks.routine import settle
 from tasks.sla import burn_rate_checks, refresh_rollups_task
 from tasks.uptime import (
+    StoredResults,
     batch_label,
     maintenance_windows,
     probe_batches,
@@ -45,10 +44,11 @@ ALERTING_CHECKS = ("incident", "tls")
 
 def probe_and_track(run: RoutineRun) -> list[Item]:
     outcomes = probe(run.config)
-    written = store_or_spool(run, outcomes)
+    stored = store_or_spool(run, outcomes)
     # The SLA report's hourly rollups of the hours these results (spooled ones included) touch.
-    refresh_rollups_task(run.store, run.config, written)
-    return track_incidents(run.store, run.config, outcomes)
+    refresh_rollups_task(run.store, run.config, stored.written)
+    # Incidents see every result in time order: the spooled ones first, then this run's.
+    return track_incidents(run.store, run.config, outcomes, stored.spooled)
 
 
 def probe(config: Config) -> list[ProbeOutcome]:
@@ -71,7 +71,7 @@ def probe(config: Config) -> list[ProbeOutcome]:
     return outcomes
 
 
-def store_or_spool(run: RoutineRun, outcomes: list[ProbeOutcome]) -> list[tuple[str, datetime]]:
+def store_or_spool(run: RoutineRun, outcomes: list[ProbeOutcome]) -> StoredResults:
     """Write the results (spooled ones first); when the store cannot take them, spool them and stop (exit 3)."""
     try:
         return store_probe_results(run.store, outcomes, run.resources.spool)

@@ -156,6 +156,11 @@ def parse_time(option: str, text: str | None, config: Config) -> datetime | None
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(f"{option}: expected an ISO 8601 time like 2026-11-22T06:00:00Z, got {text!r}") from None
+    from opsflow.history_csv import outside_years
+
+    problem = outside_years(moment)
+    if problem:
+        raise UsageError(f"{option}: {problem}")
     return moment if moment.tzinfo else moment.replace(tzinfo=config.tzinfo)
 
 

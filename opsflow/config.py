@@ -57,7 +57,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from opsflow.redact import register_secret
+from opsflow.redact import register_secret, url_passwords
 from opsflow.units import (
     format_duration,
     format_size,
@@ -314,7 +314,7 @@ SecretValue = Annotated[
 
 def _redact_url(text: str) -> str:
     """Hide the password of a URL or a ``password=`` keyword before quoting it."""
-    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/@?#]*@", r"\1:***@", text)
+    text = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@:?#]*):[^/?#]*@", r"\1:***@", text)  # to the last "@"
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
 
 
@@ -327,13 +327,18 @@ def _check_postgres_url(value: str | SecretRef) -> str | SecretRef:
     from psycopg import Error as PsycopgError
     from psycopg.conninfo import conninfo_to_dict
 
+    authority = re.split(r"[/?#]", value.partition("://")[2], maxsplit=1)[0]
+    if authority.count("@") > 1:  # libpq takes the first "@": the password's tail would be the host
+        raise ValueError("not a valid PostgreSQL URL: an '@' in its user name or password must be written %40")
     try:
         params = conninfo_to_dict(value)
     except PsycopgError as exc:
         message = str(exc).strip()
-        password = _url_password(value)
-        if password:
-            message = message.replace(password, "***")
+        if message.startswith("invalid percent-encoded token"):  # the token may be a password's
+            message = re.sub(r'"[^"]*"', '"..."', message)
+        for password in [_url_password(value) or "", *url_passwords(value)]:
+            if password:
+                message = message.replace(password, "***")
         raise ValueError(f"not a valid PostgreSQL URL: {message}") from None
     for port in str(params.get("port", "")).split(","):
         if port and not port.isdigit():
@@ -1296,6 +1301,10 @@ def _read_yaml(
     loader = _ConfigLoader(text)
     try:
         root = loader.get_single_node()
+        size_problem = _expansion_problem(root) if root is not None else None
+        if size_problem:  # an alias bomb: refused before anything walks the expanded tree
+            problems.append(ConfigProblem(file, size_problem[0], "yaml", size_problem[1]))
+            return None
         # Before construction: constructing flattens "<<" merge keys in place.
         lines = _line_map(root, problems, file) if root is not None else {(): 1}
         data = loader.construct_document(root) if root is not None else None
@@ -1313,6 +1322,57 @@ def _read_yaml(
     finally:
         loader.dispose()
     return lines, data
+
+
+#: The most nodes a config may hold with every alias expanded (SPEC §7: an alias bomb is refused by size).
+MAX_YAML_NODES = 100_000
+
+
+def _expansion_problem(root: yaml.Node) -> tuple[int | None, str] | None:
+    """``(line, why)`` the node graph under ``root`` is too big once aliases are expanded, or None.
+
+    An alias is a second reference to a composed node, so a 344-byte file can
+    stand for a billion nodes; every later walk (line map, interpolation,
+    validation) would visit each. Sizes are counted per node once (memoized), so
+    this costs the size of the file, not of its expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        known = sizes.get(key)
+        if known is not None:
+            return known
+        if key in open_nodes:
+            raise _AliasCycle(node.start_mark.line + 1)
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            open_nodes.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            for child in children:
+                total += size(child)
+                if total > MAX_YAML_NODES:
+                    break
+            open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        total = size(root)
+    except _AliasCycle as cycle:
+        return cycle.line, "an alias refers to a node that contains it (recursive YAML is not allowed)"
+    except RecursionError:
+        return None, "the YAML is nested too deeply"
+    if total > MAX_YAML_NODES:
+        return None, f"too big: more than {MAX_YAML_NODES:,} values once aliases are expanded (an alias bomb?)"
+    return None
+
+
+class _AliasCycle(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"

@@ -25,6 +25,10 @@ from typing import NamedTuple
 from opsflow.errors import UsageError
 
 MAX_REPORTED_PROBLEMS = 20
+#: Times outside these years are refused (SPEC §7): a typo (2206, 0001) must not reach the store.
+MIN_YEAR, MAX_YEAR = 1970, 2200
+#: The longest field a history CSV may hold (csv's own limit, said as one line rather than a traceback).
+MAX_FIELD_BYTES = 128 * 1024
 
 
 class ProbeRow(NamedTuple):
@@ -82,7 +86,21 @@ def _instant(value: str) -> datetime:
         raise ValueError(f"expected an ISO 8601 time with offset, got {text!r}") from None
     if moment.tzinfo is None:
         raise ValueError(f"time {text!r} has no UTC offset (write e.g. {text}Z or {text}+00:00)")
+    year_problem = outside_years(moment)
+    if year_problem:
+        raise ValueError(year_problem)
     return moment
+
+
+def outside_years(moment: datetime) -> str | None:
+    """Why ``moment`` is not a time opsflow accepts (SPEC §7: years 1970–2200), or None.
+
+    >>> outside_years(datetime(2206, 1, 1))
+    'year 2206 is outside 1970–2200'
+    """
+    if MIN_YEAR <= moment.year <= MAX_YEAR:
+        return None
+    return f"year {moment.year} is outside {MIN_YEAR}\u2013{MAX_YEAR}"
 
 
 def _bool(value: str) -> bool:
@@ -144,46 +162,67 @@ def _read(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple
     parsed: list[tuple[int, tuple[object, ...]]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
-            raise CsvProblems([f"{path}:1: the file is empty; expected a header row"], 1)
-        names = [h.strip() for h in header]
-        known = {c.name for c in columns}
-        header_problems = [f"{path}:1: {n}: unknown column" for n in names if n not in known]
-        header_problems += [
-            f"{path}:1: {c.name}: required column is missing" for c in columns if c.required and c.name not in names
-        ]
-        if header_problems:
-            raise CsvProblems(header_problems, len(header_problems))
-        position = {name: index for index, name in enumerate(names)}
-        getters = [(c, position.get(c.name)) for c in columns]
-        width = len(names)
-        for record in reader:
-            line = reader.line_num
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # blank line
-            if len(record) != width:
-                total_bad += 1
-                if len(problems) < MAX_REPORTED_PROBLEMS:
-                    problems.append(f"{path}:{line}: row has {len(record)} fields, the header has {width}")
-                continue
-            values: list[object] = []
-            bad = False
-            for column, index in getters:
-                raw = record[index] if index is not None else ""
-                try:
-                    values.append(column.parse(raw))
-                except ValueError as exc:
-                    if not bad:
-                        total_bad += 1
-                    bad = True
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise CsvProblems([f"{path}:1: the file is empty; expected a header row"], 1)
+            names = [h.strip() for h in header]
+            known = {c.name for c in columns}
+            header_problems = [f"{path}:1: {n}: unknown column" for n in names if n not in known]
+            header_problems += [
+                f"{path}:1: {c.name}: required column is missing" for c in columns if c.required and c.name not in names
+            ]
+            if header_problems:
+                raise CsvProblems(header_problems, len(header_problems))
+            position = {name: index for index, name in enumerate(names)}
+            getters = [(c, position.get(c.name)) for c in columns]
+            width = len(names)
+            for record in reader:
+                line = reader.line_num
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue  # blank line
+                if len(record) != width:
+                    total_bad += 1
                     if len(problems) < MAX_REPORTED_PROBLEMS:
-                        problems.append(f"{path}:{line}: {column.name}: {exc}")
-            if not bad:
-                parsed.append((line, tuple(values)))
+                        problems.append(f"{path}:{line}: row has {len(record)} fields, the header has {width}")
+                    continue
+                values: list[object] = []
+                bad = False
+                for column, index in getters:
+                    raw = record[index] if index is not None else ""
+                    try:
+                        if "\0" in raw:
+                            raise ValueError("contains a NUL byte")
+                        values.append(column.parse(raw))
+                    except ValueError as exc:
+                        if not bad:
+                            total_bad += 1
+                        bad = True
+                        if len(problems) < MAX_REPORTED_PROBLEMS:
+                            problems.append(f"{path}:{line}: {column.name}: {exc}")
+                if not bad:
+                    parsed.append((line, tuple(values)))
+        except UnicodeDecodeError:
+            raise CsvProblems([_not_utf8(path)], 1) from None
+        except csv.Error as exc:
+            message = str(exc)
+            if "field larger than field limit" in message:
+                message = f"a field is longer than {MAX_FIELD_BYTES // 1024} KiB"
+            raise CsvProblems([f"{path}:{reader.line_num}: not a valid CSV row: {message}"], 1) from None
     if total_bad:
         raise CsvProblems(problems, total_bad)
     return iter(parsed)
+
+
+def _not_utf8(path: Path) -> str:
+    """``FILE:LINE: not UTF-8 text`` for the first line that does not decode (read again, line by line)."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"{path}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    return f"{path}: not UTF-8 text"
 
 
 def _deduplicated(

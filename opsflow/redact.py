@@ -5,14 +5,18 @@ registered here, and the first registration installs a log-record factory that
 redacts every record of the process — ours, Prefect's (including the handler
 that ships logs to the UI) and libraries' — before any handler sees it.
 Text that leaves by another road (artifacts, exception messages, payload
-echoes) goes through :func:`redact`. Passwords in URLs (``scheme://user:pw@``)
-are masked whether registered or not.
+echoes) goes through :func:`redact`. Passwords in URLs (``scheme://user:pw@``,
+up to the last ``@`` before the host, so an unencoded ``@`` in it is no escape)
+and ``password=`` parameters are masked whether registered or not; a URL's
+password is registered in every spelling (:func:`register_url_secrets`).
 
 >>> register_secret("xoxb-123456-abcdef")
 >>> redact("posting to https://hooks.example/xoxb-123456-abcdef failed")
 'posting to https://hooks.example/*** failed'
 >>> redact("postgresql://ops:hunter2@db/opsflow")
 'postgresql://ops:***@db/opsflow'
+>>> redact("postgresql://ops:Hunter@2Secret@db/opsflow?sslmode=require&password=x%20y")
+'postgresql://ops:***@db/opsflow?sslmode=require&password=***'
 """
 
 from __future__ import annotations
@@ -21,11 +25,17 @@ import logging
 import re
 import threading
 from typing import Any
+from urllib.parse import unquote
 
 MASK = "***"
 # Shorter values would mask ordinary words; a real credential is never this short.
 MIN_SECRET_LENGTH = 6
-_URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<password>[^@\s/]+)@")
+# Greedy up to the LAST "@" of the token: a password may hold "@", "/", anything but white space or '"'.
+_URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<password>[^\s\"]+)@")
+# ``password=`` in a URL's query or a libpq keyword string (``sslpassword=`` too), quoted or not.
+_PASSWORD_PARAMETER = re.compile(
+    r"(?P<prefix>password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'?|[^&\s'\"]+)", re.IGNORECASE
+)
 
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
@@ -50,7 +60,46 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    return _URL_PASSWORD.sub(lambda m: m["prefix"] + MASK + "@", text)
+    text = _URL_PASSWORD.sub(lambda m: m["prefix"] + MASK + "@", text)
+    return _PASSWORD_PARAMETER.sub(lambda m: m["prefix"] + MASK, text)
+
+
+def url_passwords(url: str) -> list[str]:
+    """Every spelling of the passwords ``url`` holds: its userinfo's (read up to the first
+    ``@`` as libpq does, and up to the last as a person means it) and its ``password=``
+    parameters, each as written and percent-decoded.
+
+    >>> url_passwords("postgresql://ops:Hunter%40%zz@db/x?password=a%20b")
+    ['Hunter%40%zz', 'Hunter@%zz', 'a%20b', 'a b']
+    >>> url_passwords("postgresql://ops:Hunter@2Secret@db/x")
+    ['Hunter@2Secret', 'Hunter']
+    """
+    found: list[str] = []
+    _, separator, rest = url.partition("://")
+    if separator and "@" in rest:
+        head = rest.split("?", 1)[0].split("#", 1)[0]
+        whole = head[: head.rfind("@")] if "@" in head else ""
+        first = re.split(r"[@/]", rest, maxsplit=1)[0] if re.search(r"^[^/]*@", rest) else ""
+        for userinfo in (whole, first):
+            _, colon, password = userinfo.partition(":")
+            if colon and password:
+                found.append(password)
+    found += [match["password"].strip("'") for match in _PASSWORD_PARAMETER.finditer(url)]
+    spellings: list[str] = []
+    for password in found:
+        for spelling in (password, unquote(password)):
+            if spelling and spelling not in spellings:
+                spellings.append(spelling)
+    return spellings
+
+
+def register_url_secrets(url: str | None) -> None:
+    """Register ``url`` and every spelling of every password in it (:func:`url_passwords`)."""
+    if not url:
+        return
+    register_secret(url)
+    for password in url_passwords(url):
+        register_secret(password)
 
 
 def redact_data(value: Any) -> Any:

@@ -43,11 +43,20 @@ class ProbeSpool:
         """Add rows durably (fsync) before returning."""
         if not rows:
             return
-        with self._locked(), self.path.open("a", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps({**row._asdict(), "checked_at": row.checked_at.isoformat()}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        with self._locked():
+            _write_lines(self.path, [_line(row) for row in rows])
+
+    @property
+    def rejected_path(self) -> Path:
+        """Where rows the store will never take are set aside (``probe_results.rejected.jsonl``)."""
+        return self.path.with_name(self.path.name.removesuffix(".jsonl") + ".rejected.jsonl")
+
+    def reject(self, rows: Sequence[tuple[ProbeRow, str]]) -> None:
+        """Set ``(row, why)`` aside durably, beside the spool: the store refused these rows themselves
+        (a value PostgreSQL will never take), so they must not block the rows after them."""
+        if rows:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_lines(self.rejected_path, [_line(row, rejected=why) for row, why in rows])
 
     @contextmanager
     def pending(self) -> Iterator[list[ProbeRow]]:
@@ -66,6 +75,17 @@ class ProbeSpool:
                     rows.append(ProbeRow(**{**data, "checked_at": datetime.fromisoformat(data["checked_at"])}))
             yield rows
             self.path.unlink(missing_ok=True)
+
+
+def _line(row: ProbeRow, **extra: str) -> str:
+    return json.dumps({**row._asdict(), "checked_at": row.checked_at.isoformat(), **extra}) + "\n"
+
+
+def _write_lines(path: Path, lines: Sequence[str]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def probe_spool() -> ProbeSpool:

@@ -35,7 +35,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from opsflow.errors import StoreUnavailable
+from opsflow.errors import StoreUnavailable, UsageError
 from opsflow.history_csv import CapacityRow, ProbeRow
 from opsflow.results import RoutineResult
 
@@ -96,11 +96,50 @@ def resolve_store_url(config: Config | None = None, environ: Mapping[str, str] |
         configured = resolve_secret(config.store.url) or ""
     url = configured or env.get("OPSFLOW_STORE_URL", "")
     if url:
+        from opsflow.redact import register_url_secrets
+
+        # Its password is masked in every spelling before anything (libpq included) can echo it.
+        register_url_secrets(url)
+        problem = store_url_problem(url)
+        if problem:
+            source = "store.url in the config" if configured else "$OPSFLOW_STORE_URL"
+            raise UsageError(f"the ops store URL ({source}) {problem}")
         return url
     from opsflow.embedded import EmbeddedPostgres, home_dir
 
     server = EmbeddedPostgres.start(home_dir(dict(env)) / "pgdata", keep_running=True)
     return server.ensure_database(STORE_DATABASE)
+
+
+def store_url_problem(url: str) -> str | None:
+    """Why libpq cannot use ``url`` as its author meant it, in words that never quote it; None if it can.
+
+    >>> store_url_problem("postgresql://ops:Hunter@2Secret@db/opsflow")
+    "has an '@' in its user name or password: write it as %40"
+    >>> store_url_problem("postgresql://ops:Hunter%zz@db/opsflow")
+    'is not a valid PostgreSQL URL (invalid percent-encoded token: "...")'
+    >>> store_url_problem("postgresql://ops:Hunter%402Secret@db/opsflow") is None
+    True
+    """
+    _, separator, rest = url.partition("://")
+    if separator:
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        if authority.count("@") > 1:  # libpq takes the first "@"; the host would be the password's tail
+            return "has an '@' in its user name or password: write it as %40"
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        return f"is not a valid PostgreSQL URL ({_unquoted(exc)})"
+    return None
+
+
+def _unquoted(exc: BaseException) -> str:
+    """libpq's first line of ``exc`` with every quoted text (a token of the URL) left out."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return re.sub(r'"[^"]*"', '"..."', text)
 
 
 class OpsStore:
@@ -126,6 +165,9 @@ class OpsStore:
         """A connection in a transaction that commits on success and rolls back on error."""
         try:
             conn = psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        except psycopg.ProgrammingError as exc:
+            # The URL does not parse: retrying cannot change that, and libpq quotes the bad token.
+            raise UsageError(f"the ops store URL is not a valid PostgreSQL URL ({_unquoted(exc)})") from None
         except psycopg.OperationalError as exc:
             # libpq's message can echo the host but never the password; keep it short anyway.
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -371,12 +413,12 @@ class OpsStore:
 
     def probe_states(self) -> dict[str, dict[str, Any]]:
         """Each service's failure run and open incident: ``consecutive_failures, first_failure_at,
-        incident_opened_at`` by service."""
+        incident_opened_at, last_checked_at`` by service."""
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 """select coalesce(s.service, i.service) as service,
                           coalesce(s.consecutive_failures, 0) as consecutive_failures,
-                          s.first_failure_at, i.opened_at as incident_opened_at
+                          s.first_failure_at, i.opened_at as incident_opened_at, s.last_checked_at
                    from opsflow.probe_state s
                    full join (select service, opened_at from opsflow.incidents where closed_at is null) i
                           on i.service = s.service"""
@@ -392,7 +434,8 @@ class OpsStore:
         """Store failure runs, open new incidents and close recovered ones, in one transaction.
 
         ``states``: ``service, consecutive_failures, first_failure_at, last_checked_at``;
-        ``opened``: ``service, opened_at, last_error``; ``closed``: ``service, closed_at``.
+        ``opened``: ``service, opened_at, last_error`` and optionally ``closed_at`` (opened and closed by
+        results written together, e.g. spooled ones); ``closed``: ``service, closed_at``.
         """
         with self.connection() as conn, conn.cursor() as cur:
             cur.executemany(
@@ -408,9 +451,9 @@ class OpsStore:
                 closed,
             )
             cur.executemany(
-                """insert into opsflow.incidents (service, opened_at, last_error)
-                   values (%(service)s, %(opened_at)s, %(last_error)s) on conflict do nothing""",
-                opened,
+                """insert into opsflow.incidents (service, opened_at, closed_at, last_error)
+                   values (%(service)s, %(opened_at)s, %(closed_at)s, %(last_error)s) on conflict do nothing""",
+                [{"closed_at": None, **row} for row in opened],
             )
 
     def incidents(self, service: str | None = None) -> list[dict[str, Any]]:

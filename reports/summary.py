@@ -22,6 +22,7 @@ As of 2026-11-22T06:00:00Z · 1 items: 0 ok, 0 warn, 1 fail, 0 error
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from opsflow.redact import redact
@@ -63,6 +64,17 @@ def summary_markdown(result: RoutineResult, deliveries: Sequence[DeliveryLike] =
     else:
         lines.append("Every check passed.")
     return "\n".join(lines) + "\n" + deliveries_markdown(deliveries)
+
+
+def what_if_markdown(as_of: datetime) -> str:
+    """The note a what-if run (an explicit ``as_of`` far from now, SPEC §7) appends to its summary.
+
+    >>> from datetime import UTC, datetime
+    >>> print(what_if_markdown(datetime(2026, 11, 20, 6, tzinfo=UTC)), end="")
+    <BLANKLINE>
+    > what-if run as of 2026-11-20T06:00:00Z: no alerts sent, alert state unchanged
+    """
+    return f"\n> what-if run as of {format_instant(as_of)}: no alerts sent, alert state unchanged\n"
 
 
 def deliveries_markdown(deliveries: Sequence[DeliveryLike]) -> str:

@@ -71,14 +71,28 @@ def _check(name: str, status: str, detail: str, observed: Any = None, expected: 
 
 
 def backups_of(objects: Sequence[StoredObject]) -> list[StoredObject]:
-    """The backups among ``objects`` (sidecar checksum files excluded), oldest first."""
-    return sorted((o for o in objects if not o.key.endswith(SIDECAR_SUFFIX)), key=lambda o: (o.written_at, o.key))
+    """The backups among ``objects``, oldest first: sidecar checksum files and zero-byte "folder"
+    keys ending in ``/`` (what S3 consoles create) are not backups (SPEC §6)."""
+    return sorted(
+        (o for o in objects if not o.key.endswith(SIDECAR_SUFFIX) and not is_folder_marker(o)),
+        key=lambda o: (o.written_at, o.key),
+    )
 
 
-def check_present(backups: Sequence[StoredObject], where: str) -> Check:
+def is_folder_marker(obj: StoredObject) -> bool:
+    """A zero-byte object key ending in ``/`` (an S3 console "folder"), not a directory-format dump."""
+    return obj.key.endswith("/") and obj.size == 0 and not obj.is_directory
+
+
+def check_present(backups: Sequence[StoredObject], where: str, skipped: Sequence[str] = ()) -> Check:
+    """At least one backup; ``warn`` naming what the listing skipped (a dangling symlink...) when it skipped any."""
+    noted = ""
+    if skipped:
+        noted = "; " + "; ".join(skipped[:3]) + (f" (+{len(skipped) - 3} more skipped)" if len(skipped) > 3 else "")
     if not backups:
-        return _check("present", "fail", f"no backup under {where}", observed=0, expected=1)
-    return _check("present", "ok", f"{len(backups)} backups under {where}", observed=len(backups))
+        return _check("present", "fail", f"no backup under {where}{noted}", observed=0, expected=1)
+    status = "warn" if skipped else "ok"
+    return _check("present", status, f"{len(backups)} backups under {where}{noted}", observed=len(backups))
 
 
 def check_fresh(newest: StoredObject, now: datetime, max_age: float) -> Check:
@@ -266,13 +280,34 @@ def read_archive(path: Path, backup_format: str, name: str, workdir: Path) -> Ch
 
 
 def restore_into_scratch(path: Path, name: str, workdir: Path, jobs: int = 2) -> Check:
-    """Restore a pg_dump archive into a throwaway embedded PostgreSQL and count rows per table."""
+    """Restore a pg_dump archive into a throwaway embedded PostgreSQL and count rows per table.
+
+    As a role that is not a superuser and owns only the scratch database (SPEC §7): a backup cannot run
+    programs or read files on this host; one that needs superuser powers fails, saying so.
+    """
+    from tasks.drill.common import _libpq  # tasks.drill imports this module: imported when used
+    from tasks.drill.roles import create_role_owning, needs_superuser
+
     server = EmbeddedPostgres.start(workdir / "restore-pg", keep_running=False)
     try:
-        url = server.ensure_database("restore_test")
-        command = pg_restore_command(url, path, jobs)
-        ok, error = _run_reader(command, "pg_restore")
-        if not ok:
+        server.ensure_database("restore_test")
+        role = create_role_owning(server.url(), "restore_test")
+        url = role.conninfo(server.url(), "restore_test")
+        conninfo, env = _libpq(url)
+        command = pg_restore_command(conninfo, path, jobs)
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=READER_TIMEOUT_SECONDS, check=False
+        )
+        if done.returncode != 0:
+            denied = needs_superuser(done.stderr)
+            if denied is not None:
+                detail = (
+                    f"{name}: the backup needs superuser powers ({redact(denied)}); "
+                    "a restore test restores as a non-superuser role"
+                )
+                return _check("restore", "fail", detail)
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            error = redact(lines[-1] if lines else f"pg_restore exited {done.returncode}")
             return _check("restore", "fail", f"{name}: restore failed: {error}")
         tables = count_rows(url)
     finally:
@@ -348,7 +383,9 @@ def fetch_for_reading(storage: BackupStorage, obj: StoredObject, workdir: Path) 
         with storage.open(obj.key) as stream:
             hash_stream(stream, hasher)
         return local, hasher.hexdigest()
-    path = workdir / obj.name
+    # A fixed local name: an object's own name may be no file name at all (``..``, over 255 bytes).
+    # The readers tell formats by content, not by name.
+    path = workdir / "object"
     with storage.open(obj.key) as source, path.open("wb") as target:
         copy_stream(source, target, hasher)
     return path, hasher.hexdigest()
@@ -413,7 +450,7 @@ def verify_backup_set(
         backups = backups_of(storage.list(backup.prefix))
     except PermanentFailure as exc:
         return SetVerification(Item(name=backup.name, checks=[_check("present", "fail", str(exc))]), [])
-    checks = [check_present(backups, where)]
+    checks = [check_present(backups, where, storage.skipped)]
     metrics: dict[str, Any] = {"count": len(backups)}
     if not backups:
         return SetVerification(Item(name=backup.name, checks=checks, metrics=metrics), [])
@@ -449,6 +486,9 @@ def verify_backup_set(
                 verified = verify_object(storage, obj, backup, workdir, restore=restore, is_s3=is_s3)
             except PermanentFailure as exc:
                 verified = ObjectVerification(obj, None, {"readable": _check("readable", "fail", f"{obj.name}: {exc}")})
+            except OSError as exc:  # this object's own problem (a local file it cannot become), not the set's
+                detail = f"{obj.name}: could not be read locally: {exc.strerror or type(exc).__name__}"
+                verified = ObjectVerification(obj, None, {"readable": _check("readable", "fail", detail)})
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             for name, check in verified.checks.items():

@@ -22,6 +22,8 @@ __all__ = ["Period", "PeriodError", "ZoneInfo", "parse_period", "previous_period
 
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+#: The years a period may lie in (SPEC §7: a time outside them is bad input).
+MIN_YEAR, MAX_YEAR = 1970, 2200
 
 
 class PeriodError(ValueError):
@@ -67,13 +69,24 @@ def month_period(first: date, zone: tzinfo) -> Period:
     return Period("month", f"{first:%Y-%m}", _midnight(first, zone), _midnight(_next_month(first), zone))
 
 
+def _check_year(year: int, text: str) -> None:
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise PeriodError(f"{text!r}: year {year} is outside {MIN_YEAR}\u2013{MAX_YEAR}")
+
+
 def _instant(text: str, zone: tzinfo) -> datetime:
     if _DATE.match(text):
-        return _midnight(date.fromisoformat(text), zone)
+        try:
+            day = date.fromisoformat(text)
+        except ValueError:
+            raise PeriodError(f"no such date: {text!r}") from None
+        _check_year(day.year, text)
+        return _midnight(day, zone)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise PeriodError(f"not an ISO 8601 instant or date: {text!r}") from None
+    _check_year(moment.year, text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
     return moment.astimezone(UTC)
@@ -97,6 +110,7 @@ def parse_period(text: str, now: datetime, zone: tzinfo) -> Period:
         year, month = int(match[1]), int(match[2])
         if not 1 <= month <= 12:
             raise PeriodError(f"no such month: {text!r}")
+        _check_year(year, text)
         return month_period(_month_start(year, month), zone)
     if ".." in text:
         left, _, right = text.partition("..")

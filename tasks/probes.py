@@ -19,6 +19,7 @@ import os
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -141,6 +142,68 @@ def _error(exc: BaseException, target: str | None = None) -> str:
     return redact(f"{name}: {message}")[:500]
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port or {"https": 443, "http": 80}.get(url.scheme)
+
+
+async def _send_following_redirects(
+    client: httpx.AsyncClient, request: httpx.Request, headers: dict[str, str]
+) -> httpx.Response:
+    """Send ``request`` (streamed) and follow its redirects; the configured ``headers`` (API keys, tokens)
+    go only to the configured URL's origin (scheme, host, port), never to another one (SPEC §7).
+
+    A redirect's own body is never read."""
+    response = await client.send(request, stream=True, follow_redirects=False)
+    origin = _origin(request.url)
+    hops = 0
+    while response.next_request is not None:
+        following = response.next_request
+        await response.aclose()
+        hops += 1
+        if hops > client.max_redirects:
+            raise httpx.TooManyRedirects("Exceeded maximum allowed redirects.", request=following)
+        if headers and _origin(following.url) != origin:
+            for name in headers:
+                following.headers.pop(name, None)
+        response = await client.send(following, stream=True, follow_redirects=False)
+    return response
+
+
+#: Content-Encodings a probe decompresses itself, with a cap (zlib's ``wbits``); others are read as they are.
+_ZLIB_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+async def _read_body(response: httpx.Response) -> tuple[bytes, bool]:
+    """At most :data:`MAX_BODY_BYTES` of the body, both on the wire and decompressed (a gzip bomb reads
+    as its first MiB, not as the 50 MB it inflates to); and whether the body went on past that."""
+    encodings = [e.strip().lower() for e in response.headers.get("content-encoding", "").split(",")]
+    encodings = [e for e in encodings if e and e != "identity"]
+    wbits = _ZLIB_WBITS.get(encodings[0]) if len(encodings) == 1 else None
+    decoder = zlib.decompressobj(wbits) if wbits is not None else None
+    body = bytearray()
+    wire = 0
+    try:
+        async for raw in response.aiter_raw():
+            wire += len(raw)
+            if decoder is None:
+                body += raw
+            else:
+                try:
+                    body += decoder.decompress(raw, MAX_BODY_BYTES - len(body))
+                except zlib.error:
+                    if wbits != zlib.MAX_WBITS or body or wire > len(raw):
+                        raise
+                    # "deflate" sent raw, without the zlib wrapper (as httpx reads it too)
+                    wbits = -zlib.MAX_WBITS
+                    decoder = zlib.decompressobj(wbits)
+                    body += decoder.decompress(raw, MAX_BODY_BYTES - len(body))
+            if len(body) >= MAX_BODY_BYTES or wire >= MAX_BODY_BYTES:
+                return bytes(body[:MAX_BODY_BYTES]), True
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"cannot decode the {encodings[0]} body: {exc}", request=response.request) from None
+    return bytes(body), False
+
+
 async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcome:
     """Request ``service.url`` and judge status, body, latency; read the certificate's expiry on HTTPS."""
     if service.url is None:
@@ -152,18 +215,14 @@ async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcom
         # httpx's own time-outs end a hung connect, TLS handshake or read cleanly; the outer one is a backstop
         # (cancelling a TLS handshake from outside leaks its transport).
         async with asyncio.timeout(service.timeout + BACKSTOP_SECONDS):
-            request = client.build_request(
-                service.method, str(service.url), headers=resolve_headers(service.headers), timeout=service.timeout
-            )
-            response = await client.send(request, stream=True)
+            headers = resolve_headers(service.headers)
+            request = client.build_request(service.method, str(service.url), headers=headers, timeout=service.timeout)
+            response = await _send_following_redirects(client, request, headers)
             try:
                 tls_days = _tls_days_left(response, checked_at)
-                body = b""
+                body, cut = b"", False
                 if expect.body_contains is not None:
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) >= MAX_BODY_BYTES:
-                            break
+                    body, cut = await _read_body(response)
             finally:
                 await response.aclose()
     except (TimeoutError, httpx.TimeoutException) as exc:
@@ -186,7 +245,8 @@ async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcom
     if status not in expect.status:
         return down(f"UnexpectedStatus: HTTP {status}, expected {', '.join(map(str, expect.status))}")
     if expect.body_contains is not None and expect.body_contains.encode() not in body:
-        return down(f"UnexpectedBody: the body does not contain {expect.body_contains!r}")
+        within = f" in its first {MAX_BODY_BYTES >> 20} MiB" if cut else ""
+        return down(f"UnexpectedBody: the body does not contain {expect.body_contains!r}{within}")
     if expect.max_latency is not None and latency_ms > expect.max_latency * 1000:
         return down(f"TooSlow: answered in {latency_ms:.0f}ms, limit {format_duration(expect.max_latency)}")
     return ProbeOutcome(service.name, checked_at, True, latency_ms, status, None, tls_days)

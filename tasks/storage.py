@@ -68,6 +68,8 @@ class StoredObject:
 class BackupStorage(Protocol):
     """What backup verification needs of a storage."""
 
+    skipped: list[str]  # what the last ``list`` left out and why (a dangling symlink...), one line each
+
     def list(self, prefix: str) -> list[StoredObject]:
         """Every object under ``prefix``, oldest first by write time."""
         ...
@@ -104,6 +106,7 @@ class FilesystemBackupStorage:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.skipped: list[str] = []
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -118,6 +121,7 @@ class FilesystemBackupStorage:
         # "postgres/orders/" lists a directory; "orders-" matches names beginning with it.
         directory = self.root / prefix if prefix.endswith("/") or not prefix else (self.root / prefix).parent
         name_prefix = "" if prefix.endswith("/") or not prefix else Path(prefix).name
+        self.skipped = []
         if not directory.is_dir():
             return []
         found: list[StoredObject] = []
@@ -132,11 +136,24 @@ class FilesystemBackupStorage:
                     path = here / file
                     if here == directory and not file.startswith(name_prefix):
                         continue
+                    if path.is_symlink() and (why := self._unusable_link(path)):
+                        self.skipped.append(f"{path.relative_to(self.root).as_posix()}: skipped, {why}")
+                        continue
                     found.append(self._describe(path))
                 dirs[:] = [d for d in dirs if here != directory or d.startswith(name_prefix)]
         except PermissionError as exc:
             raise PermanentFailure(f"permission denied reading {exc.filename}") from None
         return sorted(found, key=lambda o: (o.written_at, o.key))
+
+    def _unusable_link(self, path: Path) -> str | None:
+        """Why a symlink cannot be a backup here (it dangles, or leads out of the storage directory), else None."""
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling, a loop
+            return "a symlink to nothing"
+        if not target.is_relative_to(self.root.resolve()):
+            return "a symlink leading out of the storage directory"
+        return None
 
     def _describe(self, path: Path) -> StoredObject:
         stat = path.stat()
@@ -205,6 +222,7 @@ class S3BackupStorage:
         self.settings = settings
         self.bucket = settings.bucket
         self._client: Any = None
+        self.skipped: list[str] = []
 
     @property
     def client(self) -> Any:

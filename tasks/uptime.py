@@ -8,15 +8,18 @@ spools them when the store fails, then advances incidents (``incidents[…]``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
+import psycopg
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 from opsflow.config import Config, Service
+from opsflow.history_csv import ProbeRow
 from opsflow.results import Check, Item
 from opsflow.spool import ProbeSpool
 from opsflow.store import ImportCount, OpsStore
@@ -25,6 +28,8 @@ from tasks.incidents import IncidentEvent, ServiceState, advance, in_maintenance
 from tasks.probes import ProbeOutcome, outcome_metrics, probe_all
 from tasks.retry import IO_RETRIES
 from tasks.routine import finding_state
+
+log = logging.getLogger(__name__)
 
 
 def maintenance_windows(config: Config, service: str) -> list[tuple[datetime, datetime, str]]:
@@ -171,33 +176,105 @@ def probe_task(
     return finding_state(outcomes, down(outcomes, maintenance))
 
 
+#: What PostgreSQL says of a row it will never take (a NUL in text, a number out of range), not of the store.
+ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+
+
+def write_rows(store: OpsStore, rows: Sequence[ProbeRow]) -> tuple[int, list[tuple[ProbeRow, str]]]:
+    """Write ``rows`` in one COPY; when PostgreSQL refuses a row itself, halve the batch until the rows it
+    refuses are found. Return how many rows were new, and the refused rows with the reason."""
+    try:
+        return store.write_probe_results(rows).inserted, []
+    except ROW_ERRORS as exc:
+        if len(rows) == 1:
+            return 0, [(rows[0], f"{type(exc).__name__}: {str(exc).strip()}"[:500])]
+    middle = len(rows) // 2
+    first, refused_first = write_rows(store, rows[:middle])
+    second, refused_second = write_rows(store, rows[middle:])
+    return first + second, refused_first + refused_second
+
+
 def write_with_spool(
     store: OpsStore,
     outcomes: Sequence[ProbeOutcome],
     spool: ProbeSpool,
     written: list[tuple[str, datetime]] | None = None,
+    spooled_written: list[ProbeRow] | None = None,
 ) -> ImportCount:
     """Write earlier spooled results and these in one COPY; the spool empties only after the commit.
-    ``written`` collects ``(service, checked_at)`` of every row written (the SLA rollups follow them)."""
+    ``written`` collects ``(service, checked_at)`` of every row written (the SLA rollups follow them),
+    ``spooled_written`` the spooled rows written (incidents follow them). A row PostgreSQL will never
+    take is set aside beside the spool (:meth:`ProbeSpool.reject`) with a WARNING; the rest are written."""
     with spool.pending() as spooled:
         rows = [*spooled, *(o.row() for o in outcomes)]
-        count = store.write_probe_results(rows)
+        inserted, refused = write_rows(store, rows)
+        if refused:
+            spool.reject(refused)
+            log.warning(
+                "%d probe result%s the ops store refused set aside in %s (the first: %s)",
+                len(refused),
+                "" if len(refused) == 1 else "s",
+                spool.rejected_path,
+                refused[0][1],
+            )
+            kept = {id(row) for row in rows} - {id(row) for row, _ in refused}
+            rows = [r for r in rows if id(r) in kept]
+            spooled = [r for r in spooled if id(r) in kept]
         if written is not None:
             written.extend((r.service, r.checked_at) for r in rows)
-        return count
+        if spooled_written is not None:
+            spooled_written.extend(spooled)
+        return ImportCount(rows=len(rows) + len(refused), inserted=inserted)
+
+
+@dataclass(frozen=True)
+class StoredResults:
+    written: list[tuple[str, datetime]]  # (service, checked_at) of every row written: the SLA rollups follow them
+    spooled: list[ProbeRow]  # the spooled rows among them: incidents see them before this run's results
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="write[probe-results]")
-def store_probe_results(store: OpsStore, outcomes: list[ProbeOutcome], spool: ProbeSpool) -> list[tuple[str, datetime]]:
-    """Write the results (and spooled ones); return ``(service, checked_at)`` of every row written."""
-    written: list[tuple[str, datetime]] = []
-    write_with_spool(store, outcomes, spool, written)
-    return written
+def store_probe_results(store: OpsStore, outcomes: list[ProbeOutcome], spool: ProbeSpool) -> StoredResults:
+    """Write the results (and spooled ones); return what was written, and which spooled rows."""
+    stored = StoredResults([], [])
+    write_with_spool(store, outcomes, spool, stored.written, stored.spooled)
+    return stored
+
+
+def replay_spooled(
+    config: Config, spooled: Sequence[ProbeRow], previous: dict[str, ServiceState], last_checked: dict[str, datetime]
+) -> tuple[dict[str, ServiceState], list[tuple[IncidentEvent, ProbeRow]]]:
+    """Advance each service's state over results spooled during a store outage, in time order, before this
+    run's (SPEC §7): an incident opens at its spooled time. Rows already counted (not after the service's
+    ``last_checked``) and of services no longer configured are skipped. Return the states, and each event
+    with the row it happened at."""
+    services = {s.name: s for s in config.services}
+    states = dict(previous)
+    events: list[tuple[IncidentEvent, ProbeRow]] = []
+    for row in sorted(spooled, key=lambda r: r.checked_at):
+        service = services.get(row.service)
+        last = last_checked.get(row.service)
+        if service is None or (last is not None and row.checked_at <= last):
+            continue
+        spans = [(s, e) for s, e, _ in maintenance_windows(config, service.name)]
+        before = states.get(service.name) or ServiceState(service=service.name)
+        state, event = advance(
+            before, row.checked_at, row.ok, service.failure_threshold, in_maintenance(spans, row.checked_at)
+        )
+        states[service.name] = state
+        last_checked[service.name] = row.checked_at
+        if event is not None:
+            events.append((event, row))
+    return states, events
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="incidents[all services]")
-def track_incidents(store: OpsStore, config: Config, outcomes: list[ProbeOutcome]) -> list[Item]:
-    """Advance incident state in the store by this run's probes; return each service's item."""
+def track_incidents(
+    store: OpsStore, config: Config, outcomes: list[ProbeOutcome], spooled: Sequence[ProbeRow] = ()
+) -> list[Item]:
+    """Advance incident state in the store by the spooled results (in time order), then this run's probes;
+    return each service's item."""
+    stored = store.probe_states()
     previous = {
         name: ServiceState(
             service=name,
@@ -205,10 +282,29 @@ def track_incidents(store: OpsStore, config: Config, outcomes: list[ProbeOutcome
             first_failure_at=row["first_failure_at"],
             incident_opened_at=row["incident_opened_at"],
         )
-        for name, row in store.probe_states().items()
+        for name, row in stored.items()
     }
+    last_checked = {name: row["last_checked_at"] for name, row in stored.items() if row.get("last_checked_at")}
+    previous, replayed = replay_spooled(config, spooled, previous, last_checked)
     states, update = judge_services(config, outcomes, previous)
     checked = {o.service: o for o in outcomes}
+    events = [*replayed, *((e, checked[e.service].row()) for e in update.events)]
+    # An incident opened and closed within these results is stored closed; the one still open at the
+    # start (at most one per service) is closed by ``closed``.
+    opened: dict[tuple[str, datetime], dict[str, object]] = {}
+    closed: list[dict[str, object]] = []
+    for event, row in events:
+        if event.kind == "opened":
+            opened[(event.service, event.opened_at)] = {
+                "service": event.service,
+                "opened_at": event.opened_at,
+                "closed_at": None,
+                "last_error": row.error,
+            }
+        elif (event.service, event.opened_at) in opened:
+            opened[(event.service, event.opened_at)]["closed_at"] = event.at
+        else:
+            closed.append({"service": event.service, "closed_at": event.at})
     store.save_probe_states(
         [
             {
@@ -219,11 +315,7 @@ def track_incidents(store: OpsStore, config: Config, outcomes: list[ProbeOutcome
             }
             for s in states
         ],
-        [
-            {"service": e.service, "opened_at": e.opened_at, "last_error": checked[e.service].error}
-            for e in update.events
-            if e.kind == "opened"
-        ],
-        [{"service": e.service, "closed_at": e.at} for e in update.events if e.kind == "closed"],
+        list(opened.values()),
+        closed,
     )
     return update.items

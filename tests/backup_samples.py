@@ -63,3 +63,24 @@ def overwrite_middle(data: bytes, length: int = 4096) -> bytes:
     """``data`` with ``length`` bytes overwritten at 60% of it (the damage --list does not see)."""
     at = int(len(data) * 0.6)
     return data[:at] + bytes((b ^ 0x5A) for b in data[at : at + length]) + data[at + length :]
+
+
+def make_program_running_database(server_url: str, name: str, marker: Path) -> str:
+    """A small database whose restore runs ``touch marker`` on the server host (SPEC §7): a plpgsql function
+    doing ``COPY ... TO PROGRAM``, called by a materialized view that pg_restore refreshes. In the source
+    itself the function does nothing, so dumping it runs nothing."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'drop database if exists "{name}" with (force)')
+        conn.execute(f'create database "{name}"')
+    url = url_with_database(server_url, name)
+    program = f"touch {marker}"
+    with psycopg.connect(url) as conn:
+        conn.execute("create table customers (customer_id int primary key, name text not null)")
+        conn.execute("insert into customers select g, 'customer ' || g from generate_series(1, 10) g")
+        conn.execute(
+            "create function run_program() returns int language plpgsql as $$\n"
+            f"begin\n  if current_database() = '{name}' then return 1; end if;\n"
+            f"  execute 'copy (select 1) to program ''{program}''';\n  return 1;\nend $$"
+        )
+        conn.execute("create materialized view pwned as select run_program() as done")
+    return url

@@ -3,11 +3,16 @@ certificate of chosen lifetime, and a TCP port that accepts but never speaks (a 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import functools
+import gzip
 import socket
 import ssl
 import threading
 import time
+import urllib.parse
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,8 +24,24 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        self.server.requests.append((path, dict(self.headers)))  # type: ignore[attr-defined]
         status, body = 200, b'{"status": "ok"}'
+        if path in ("/gzip", "/gzip-bomb"):  # a normal compressed answer, and 50 MB of zeros in ~50 KB
+            body = gzip.compress(body) if path == "/gzip" else gzip_bomb()
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # a probe reads at most 1 MiB
+                self.wfile.write(body)
+            return
+        if path == "/redirect-to":  # ?URL: a redirect to that URL (another origin)
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.unquote(query))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if path == "/500":
             status, body = 500, b'{"status": "broken"}'
         elif path == "/wrong-body":
@@ -52,10 +73,16 @@ class HttpTarget:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.server.daemon_threads = True
         self.server.down = False  # type: ignore[attr-defined]
+        self.server.requests = []  # type: ignore[attr-defined]
         if tls is not None:
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.scheme = "https" if tls else "http"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def requests(self) -> list[tuple[str, dict[str, str]]]:
+        """``(path, headers)`` of every request received, in order."""
+        return list(self.server.requests)  # type: ignore[attr-defined]
 
     @property
     def down(self) -> bool:
@@ -76,6 +103,14 @@ class HttpTarget:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@functools.cache
+def gzip_bomb(megabytes: int = 50) -> bytes:
+    """``megabytes`` MB of zeros, gzipped (compressed a MB at a time: never 50 MB in memory)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    return b"".join(compressor.compress(zeros) for _ in range(megabytes)) + compressor.flush()
 
 
 def self_signed(directory: Path, days_valid: float) -> tuple[Path, Path]:

@@ -529,3 +529,63 @@ def test_a_throttled_bucket_is_retried_by_prefect_and_the_run_succeeds(
     item = verify_backup_set_task(backup, s3_settings(s3_server), NOW, store, None)
     assert item.status == "ok"
     assert len(s3_server.requests_matching(operation="ListObjectsV2")) == 3  # two refused attempts, one served
+
+
+def test_s3_a_zero_byte_folder_marker_is_not_a_backup(
+    s3_client: Any, s3_server: S3Server, dumps: dict[str, bytes]
+) -> None:
+    s3_series(s3_client, s3_server, dumps)
+    s3_client.put_object(Bucket="prod-backups", Key="postgres/orders/", Body=b"")  # what S3 consoles create
+    s3_server.set_last_modified("prod-backups", "postgres/orders/", NOW - timedelta(minutes=5))
+    item = verify_s3(s3_server)
+    assert statuses(item) == HEALTHY
+    assert item.metrics["count"] == 7 and item.metrics["newest_key"].endswith(".dump")
+
+
+@pytest.mark.parametrize("odd", ["a" * 300 + ".dump", "trav/.."])
+def test_s3_an_odd_key_is_that_objects_problem_not_the_sets(
+    s3_client: Any, s3_server: S3Server, dumps: dict[str, bytes], odd: str
+) -> None:
+    keys = s3_series(s3_client, s3_server, dumps)
+    key = f"postgres/orders/{odd}"
+    s3_client.put_object(Bucket="prod-backups", Key=key, Body=dumps["custom"], ChecksumAlgorithm="SHA256")
+    s3_server.set_last_modified("prod-backups", key, NOW.replace(hour=1) - 6 * DAY)  # the oldest
+    backup = backup_set(storage="s3main", prefix="postgres/orders/")
+    verification = verify_backup_set(backup, s3_settings(s3_server), NOW, {})
+    checks = statuses(verification.item)
+    assert "error" not in checks.values(), verification.item
+    assert {"present": "ok", "fresh": "ok", "size": "ok", "retention": "ok"}.items() <= checks.items()
+    # the seven good nightly dumps are recorded in the ledger whatever the odd key did
+    recorded = {row["key"]: row["outcome"] for row in verification.ledger_rows}
+    assert all(recorded.get(k) == "ok" for k in keys)
+    present = verification.item.check_named("present")
+    readable = verification.item.check_named("readable")
+    assert present is not None and readable is not None
+    # the odd object is verified like any other, or skipped with a warning in `present`, or its own
+    # `readable` fails naming it
+    assert (
+        recorded.get(key) == "ok"
+        or odd[-20:] in present.detail
+        or (readable.status == "fail" and odd[-20:] in readable.detail)
+    )
+
+
+def test_symlinks_that_dangle_or_leave_the_storage_are_skipped_with_a_warning(
+    tmp_path: Path, dumps: dict[str, bytes]
+) -> None:
+    root = tmp_path / "backups"
+    paths = daily_series(root, dumps)
+    outside = tmp_path / "elsewhere" / "newer.dump"
+    outside.parent.mkdir()
+    outside.write_bytes(dumps["custom"])  # mtime: today, newer than any backup of the set
+    (root / "orders" / "zz-passwd.dump").symlink_to("/etc/passwd")
+    (root / "orders" / "zz-outside.dump").symlink_to(outside)
+    (root / "orders" / "zz-dangling.dump").symlink_to(root / "orders" / "deleted.dump")
+    item = verify(root)
+    assert statuses(item) == {**HEALTHY, "present": "warn"}
+    assert item.metrics["newest_key"] == f"orders/{paths[-1].name}" and item.metrics["count"] == 7
+    present = item.check_named("present")
+    assert present is not None
+    assert "orders/zz-passwd.dump: skipped, a symlink leading out of the storage directory" in present.detail
+    assert "orders/zz-outside.dump: skipped" in present.detail
+    assert "orders/zz-dangling.dump: skipped, a symlink to nothing" in present.detail

@@ -155,3 +155,111 @@ def test_store_stop_stops_the_embedded_store_as_root_too(capsys: pytest.CaptureF
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert run(["store", "stop"]) == 0
     assert "no embedded PostgreSQL running" in capsys.readouterr().out
+
+
+# -- bad input: one line naming the problem, exit 2, never a traceback (SPEC §7) ------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--period", "2026-02-30..2026-03-01", "--period: no such date: '2026-02-30'"),
+        ("--period", "2026-03-01..2026-02-30", "--period: no such date: '2026-02-30'"),
+        ("--period", "9999-12", "--period: '9999-12': year 9999 is outside 1970\u20132200"),
+        ("--period", "0000-01", "--period: '0000-01': year 0 is outside 1970\u20132200"),
+        ("--period", "2206-01-01..2206-02-01", "--period: '2206-01-01': year 2206 is outside 1970\u20132200"),
+        (
+            "--period",
+            "0001-01-01T00:00:00+01:00..2026-01-01",
+            "--period: '0001-01-01T00:00:00+01:00': year 1 is outside 1970\u20132200",
+        ),
+        ("--as-of", "0001-01-01T00:00:00+00:00", "--as-of: year 1 is outside 1970\u20132200"),
+        ("--as-of", "9999-12-31T23:59:59", "--as-of: year 9999 is outside 1970\u20132200"),
+        ("--as-of", "2026-02-30", "--as-of: expected an ISO 8601 time like 2026-11-22T06:00:00Z, got '2026-02-30'"),
+    ],
+)
+def test_impossible_periods_and_times_are_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, expected: str
+) -> None:
+    config = tmp_path / "opsflow.yaml"
+    config.write_text("{}\n")
+    assert run(["run", "sla-report", "--config", str(config), option, value]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+
+
+@pytest.mark.parametrize("option", ["--from", "--to"])
+def test_export_times_outside_1970_2200_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    assert run(["probes", "export", option, "2206-01-01T00:00:00Z"]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{option}: year 2206 is outside 1970\u20132200"]
+
+
+def billion_laughs(levels: int = 9, fanout: int = 9) -> str:
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * fanout) + "]"]
+    lines += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * fanout) + "]" for n in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_by_size_quickly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(billion_laughs())
+    started = time.monotonic()
+    assert run(["check-config", "--config", str(path)]) == 2
+    assert time.monotonic() - started < 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: yaml: too big: more than 100,000 values once aliases are expanded (an alias bomb?)"
+    ]
+
+
+def test_aliases_within_the_size_limit_still_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "ops.yaml"
+    path.write_text(
+        "services:\n"
+        "  - &probe {name: api0, url: 'http://127.0.0.1/0', interval: 60s, timeout: 5s}\n"
+        + "".join(f"  - {{<<: *probe, name: api{n}, url: 'http://127.0.0.1/{n}'}}\n" for n in range(1, 500))
+    )
+    assert run(["check-config", "--config", str(path)]) == 0, capsys.readouterr().err
+    assert "500 services" in capsys.readouterr().out
+
+
+# -- the ops store URL: never echoed, whatever it holds (SPEC §7) ----------------------------------
+
+UNPARSABLE_STORE_URLS = [
+    "postgresql://ops:Hunter%zz2Secret@127.0.0.1:9/opsflow",
+    "postgresql://ops:Hunter@2Secret@127.0.0.1:9/opsflow",
+]
+
+
+@pytest.mark.parametrize("url", UNPARSABLE_STORE_URLS)
+def test_a_store_url_that_does_not_parse_never_shows_its_password(
+    prefect_api: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    url: str,
+) -> None:
+    import json
+    import logging
+
+    monkeypatch.setattr("tasks.retry.BACKOFF_SECONDS", 0.01)
+    monkeypatch.setenv("OPSFLOW_STORE_URL", url)
+    monkeypatch.chdir(tmp_path)  # no opsflow.yaml: the URL comes from the environment alone
+    with caplog.at_level(logging.DEBUG):
+        code = run(["run", "backup-verification", "--json"])
+    captured = capsys.readouterr()
+    assert code in (2, 3)
+    logged = "\n".join(f"{record.getMessage()}\n{record.exc_text or ''}" for record in caplog.records)
+    for text in (captured.out, captured.err, logged):
+        for part in ("Hunter", "2Secret", "zz2"):
+            assert part not in text
+    assert "Traceback" not in captured.err + logged
+    said = [line for line in captured.err.splitlines() if line.startswith("opsflow:")]  # not the log lines
+    assert len(said) == 1 and "ops store URL" in said[0], captured.err
+    document = json.loads(captured.out)
+    assert document["status"] == "error" and "ops store URL" in document["error"]
+    attempts = [record for record in caplog.records if "attempt" in record.getMessage()]
+    assert attempts == []  # a URL that does not parse is not retried

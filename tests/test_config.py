@@ -797,11 +797,24 @@ def test_postgres_urls_accepted_everywhere(tmp_path: Path, url: str) -> None:
     [
         ("mysql://h/db", "expected a PostgreSQL URL like postgresql://user@host:5432/db, got 'mysql://h/db'"),
         (
+            "mysql://ops:Hunter@2Secret@h/db",
+            "expected a PostgreSQL URL like postgresql://user@host:5432/db, got 'mysql://ops:***@h/db'",
+        ),
+        (
             "host=/tmp dbname=x password=pw",
             "expected a PostgreSQL URL like postgresql://user@host:5432/db, got 'host=/tmp dbname=x password=***'",
         ),
         ("postgresql://u:pw@h/db?colour=blue", 'not a valid PostgreSQL URL: invalid URI query parameter: "colour"'),
         ("postgresql://h:port/db", "not a valid PostgreSQL URL: port 'port' is not a number"),
+        (
+            "postgresql://ops:Hunter@2Secret@h/db",
+            "not a valid PostgreSQL URL: an '@' in its user name or password must be written %40",
+        ),
+        ("postgresql://ops:Hunter%zz2Secret@h/db", 'not a valid PostgreSQL URL: invalid percent-encoded token: "..."'),
+        (
+            "postgresql://ops@h/db?password=Hunter%zz2Secret",
+            'not a valid PostgreSQL URL: invalid percent-encoded token: "..."',
+        ),
     ],
 )
 def test_bad_postgres_urls(tmp_path: Path, url: str, message: str) -> None:
@@ -1557,7 +1570,27 @@ def test_non_string_keys(tmp_path: Path) -> None:
 def test_recursive_yaml_alias_does_not_hang(tmp_path: Path) -> None:
     path = write(tmp_path, "backups: &b\n  - *b\n")
     # An alias has no position of its own in PyYAML: the line is the anchored node's.
-    assert one_problem(path) == ConfigProblem(str(path), 1, "backups.0", "expected a mapping, got a list")
+    # Refused outright: with two such aliases every walk of the tree would double at each level.
+    assert one_problem(path) == ConfigProblem(
+        str(path), 1, "yaml", "an alias refers to a node that contains it (recursive YAML is not allowed)"
+    )
+
+
+def test_a_yaml_alias_bomb_is_refused_by_size_without_a_line(tmp_path: Path) -> None:
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{n}: &a{n} [" + ", ".join([f"*a{n - 1}"] * 9) + "]" for n in range(1, 10)]
+    path = write(tmp_path, "\n".join(levels) + "\n")
+    assert one_problem(path) == ConfigProblem(
+        str(path), None, "yaml", "too big: more than 100,000 values once aliases are expanded (an alias bomb?)"
+    )
+
+
+def test_a_recursive_alias_with_two_references_is_refused_not_walked(tmp_path: Path) -> None:
+    # Each walk of the tree (line map, ${VAR} interpolation) would double at every level.
+    path = write(tmp_path, "services:\n  - &s\n    name: a\n    url: http://x\n    tags: [*s, *s]\n")
+    assert one_problem(path) == ConfigProblem(
+        str(path), 2, "yaml", "an alias refers to a node that contains it (recursive YAML is not allowed)"
+    )
 
 
 def test_config_error_pickles() -> None:

@@ -39,7 +39,13 @@ from tasks.drill import (
     scratch_database_name,
     values_equal,
 )
-from tests.backup_samples import make_sample_database, overwrite_middle, pg_dump, write_backup
+from tests.backup_samples import (
+    make_program_running_database,
+    make_sample_database,
+    overwrite_middle,
+    pg_dump,
+    write_backup,
+)
 from tests.s3_server import S3Server
 from tests.test_notify import latest_artifact
 
@@ -537,6 +543,34 @@ def test_one_drill_per_database_at_a_time(
     assert list(drill_tmp.iterdir()) == []
 
 
+def test_databases_whose_scratch_names_agree_share_one_slot(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from prefect.concurrency.sync import concurrency
+
+    import tasks.drill.slot
+    from tasks.drill import slot_name
+
+    # Their slugs are truncated alike: drilled at once, they would make (and sweep, and drop) the same names.
+    running, other = "orders-" + "x" * 40 + "-eu", "orders-" + "x" * 40 + "-us"
+    assert scratch_database_name(running, NOW) == scratch_database_name(other, NOW)
+    backups(tmp_path / "backups", dump)
+    config = write_config(tmp_path, "embedded", source_url, name=other)
+    monkeypatch.setattr(tasks.drill.slot, "SLOT_WAIT_SECONDS", 1)  # where drill_slot reads it
+    tasks.drill.slot.ensure_slot(slot_name(running))
+    with concurrency(slot_name(running), occupy=1, lease_duration=60, strict=True):  # the other one is running
+        assert run(["drill", other, "--config", str(config)]) == 3
+    assert f"another drill of {other} is running" in capsys.readouterr().err
+    assert list(drill_tmp.iterdir()) == []
+
+
 def test_usage_errors_exit_2(
     drill_env: OpsStore, tmp_path: Path, dump: bytes, source_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -725,6 +759,133 @@ def test_remote_triggers_the_on_demand_deployment_follows_it_and_a_cancelled_run
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+# -- security review (issue 13): restore as a non-superuser, exactly the scratch database, no password shown ----
+
+
+@pytest.fixture(scope="session")
+def program_marker() -> Path:
+    """The file a malicious dump's restore would create on the drill host (it must never exist)."""
+    return Path(f"/tmp/opsflow-pwned-{os.getpid()}-{time.monotonic_ns()}")
+
+
+@pytest.fixture(scope="session")
+def program_running_dump(pg_server_url: str, program_marker: Path) -> bytes:
+    """A dump whose restore runs ``touch program_marker`` via a materialized view refresh, if it may."""
+    data = pg_dump(make_program_running_database(pg_server_url, "drill_program_source", program_marker), "c")
+    assert not program_marker.exists()
+    return data
+
+
+def test_a_backup_cannot_run_programs_on_the_drill_host(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    program_running_dump: bytes,
+    program_marker: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tasks.backups import restore_into_scratch
+
+    backups(tmp_path / "backups", program_running_dump)
+    for target in ("embedded", pg_server_url):
+        config = write_config(tmp_path, target, source_url)
+        code, document = drill(capsys, "orders", "--config", str(config))
+        assert code == 1, document
+        assert not program_marker.exists(), f"the backup ran a program during a drill on {target}"
+        assert statuses(document)["restore"] == "fail"
+        detail = check(document, "restore")["detail"]
+        assert detail.startswith("orders-2.dump: the backup needs superuser powers (permission denied"), detail
+        assert "program" in detail and detail.endswith("a drill restores as a non-superuser role"), detail
+        assert_nothing_left(document["items"][0]["metrics"], drill_tmp, pg_server_url)
+        with psycopg.connect(pg_server_url) as conn:
+            roles = conn.execute("select rolname from pg_roles where rolname like 'opsflow\\_restore\\_%'")
+            assert roles.fetchall() == []  # the restore role went with its scratch database
+
+    # A backup set's restore_test: the same role, the same refusal.
+    (tmp_path / "bad.dump").write_bytes(program_running_dump)
+    restored = restore_into_scratch(tmp_path / "bad.dump", "bad.dump", tmp_path / "restore-bad")
+    assert not program_marker.exists(), "the backup ran a program during a restore test"
+    assert restored.status == "fail"
+    assert restored.detail.startswith("bad.dump: the backup needs superuser powers (permission denied"), restored
+    assert restored.detail.endswith("a restore test restores as a non-superuser role")
+    (tmp_path / "good.dump").write_bytes(dump)
+    healthy = restore_into_scratch(tmp_path / "good.dump", "good.dump", tmp_path / "restore-good")
+    assert healthy.status == "ok", healthy
+    assert healthy.observed == {"customers": 500, "orders": 5000}
+
+
+def test_a_drill_restores_into_its_scratch_database_whatever_the_url_says(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    victim = "drill_victim"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {victim} with (force)")
+        conn.execute(f"create database {victim}")
+    try:
+        backups(tmp_path / "backups", dump)
+        target = url_with_database(pg_server_url, "postgres") + f"&dbname={victim}"
+        config = write_config(tmp_path, target, source_url)
+        code, document = drill(capsys, "orders", "--config", str(config))
+        assert code == 0, document
+        assert statuses(document) == HEALTHY
+        metrics = document["items"][0]["metrics"]
+        assert metrics["tables"] == {"orders": 5000, "customers": 500}
+        assert metrics["target_database"] in check(document, "restore")["detail"]
+        with psycopg.connect(url_with_database(pg_server_url, victim)) as conn:
+            tables = conn.execute("select count(*) from pg_class where relnamespace = 'public'::regnamespace")
+            assert tables.fetchone() == (0,)  # untouched
+        assert_nothing_left(metrics, drill_tmp, pg_server_url)
+    finally:
+        with psycopg.connect(pg_server_url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {victim} with (force)")
+
+
+def test_a_drill_targets_password_appears_nowhere(
+    prefect_api: None,
+    drill_env: OpsStore,
+    drill_tmp: Path,
+    tmp_path: Path,
+    dump: bytes,
+    source_url: str,
+    pg_server_url: str,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    secret = f"Pw-{time.monotonic_ns()}-s3cret"
+    backups(tmp_path / "backups", dump)
+    target = pg_server_url + f"&password={secret}"
+    config = write_config(tmp_path, target, source_url)
+    code = run(["drill", "orders", "--keep", "--json", "--config", str(config)])
+    out, err = capfd.readouterr()
+    try:
+        assert code == 0, (out, err)
+        document = json.loads(out)
+        kept = document["items"][0]["metrics"]["target_url"]
+        with psycopg.connect(kept) as conn:  # how to connect, still (the server trusts local sockets)
+            assert conn.execute("select count(*) from orders").fetchone() == (5000,)
+        with psycopg.connect(drill_env.url) as conn:
+            stored = [row[0] for row in conn.execute("select t::text from opsflow.routine_runs t")]
+        artifact = latest_artifact("dr-drill-orders")
+        assert artifact is not None and "Timeline" in artifact.data
+        shown = {"stdout": out, "stderr": err, "the store": "".join(stored), "artifact": artifact.data}
+        for where, text in shown.items():
+            assert secret not in text, where
+        assert "password" not in kept and kept in err  # the --keep hint
+    finally:
+        assert run(["drill", "orders", "--cleanup", "--config", str(config)]) == 0
+    assert scratch_databases(pg_server_url) == []
 
 
 # -- pure parts ----------------------------------------------------------------------------------------------

@@ -142,6 +142,78 @@ def test_bad_capacity_value_imports_nothing(store_env: OpsStore, tmp_path: Path,
     assert store_env.count_capacity_samples() == 0
 
 
+# -- bad files: one line naming the problem, exit 2, nothing stored (SPEC §7) -----------------------
+
+HEADER = b"service,checked_at,ok,latency_ms\napi,2026-11-01T00:00:00Z,true,12\n"
+BAD_FILES = {
+    "not utf-8": (HEADER + b"api,2026-11-01T00:01:00Z,true,1\xff3\n", ":3: not UTF-8 text (byte 0xff at column 32)"),
+    "latin-1 header": (b"s\xe9rvice,checked_at\n", ":1: not UTF-8 text (byte 0xe9 at column 2)"),
+    "field over 128 KiB": (
+        HEADER + b"api,2026-11-01T00:01:00Z,true,1\n" + b"x" * (129 * 1024) + b",2026-11-01T00:02:00Z,true,1\n",
+        ":4: not a valid CSV row: a field is longer than 128 KiB",
+    ),
+    "NUL byte": (HEADER + b"a\x00pi,2026-11-01T00:01:00Z,true,1\n", ":3: service: contains a NUL byte"),
+    "NUL in free text": (
+        b"service,checked_at,ok,latency_ms,error\napi,2026-11-01T00:01:00Z,false,,bo\x00om\n",
+        ":2: error: contains a NUL byte",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_a_file_that_is_not_utf8_csv_is_one_line_and_exit_2(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    content, expected = BAD_FILES[case]
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    assert run(["probes", "import", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"{path}{expected}"]
+    assert store_env.count_probe_results() == 0
+
+
+@pytest.mark.parametrize(
+    ("when", "year"), [("2206-11-01T00:05:00Z", 2206), ("0001-01-01T00:00:00+00:00", 1), ("1969-12-31T23:59:59Z", 1969)]
+)
+def test_a_time_outside_1970_2200_is_refused_naming_the_line(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], when: str, year: int
+) -> None:
+    path = tmp_path / "typo.csv"
+    path.write_text(f"service,checked_at,ok,latency_ms\napi,2026-11-01T00:00:00Z,true,12\napi,{when},true,12\n")
+    assert run(["probes", "import", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{path}:3: checked_at: year {year} is outside 1970\u20132200"]
+    assert store_env.count_probe_results() == 0  # all or nothing: line 2 is not written either
+    capacity = tmp_path / "cap.csv"
+    capacity.write_text(f"metric,ts,value\ndisk,2026-11-01T00:00:00Z,1\ndisk,{when},2\n")
+    assert run(["capacity", "import", str(capacity)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"{capacity}:3: ts: year {year} is outside 1970\u20132200"]
+    assert store_env.count_capacity_samples() == 0
+
+
+def test_the_edges_of_the_accepted_years_import(store_env: OpsStore, tmp_path: Path) -> None:
+    path = tmp_path / "edges.csv"
+    path.write_text("metric,ts,value\ndisk,1970-01-01T00:00:00Z,1\ndisk,2200-12-31T23:59:59-05:00,2\n")
+    assert run(["capacity", "import", str(path)]) == 0
+    assert store_env.count_capacity_samples() == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://ops:Hunter%zz2Secret@127.0.0.1:9/opsflow", "postgresql://ops:Hunter@2Secret@127.0.0.1:9/opsflow"],
+)
+def test_a_store_url_that_does_not_parse_is_refused_without_echoing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    path = tmp_path / "ok.csv"
+    path.write_text("metric,ts,value\ndisk,2026-11-01T00:00:00Z,1\n")
+    monkeypatch.setenv("OPSFLOW_STORE_URL", url)
+    assert run(["capacity", "import", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("the ops store URL ($OPSFLOW_STORE_URL) "), err
+    assert "Hunter" not in err and "2Secret" not in err
+
+
 # -- export: raw data out, in the import's format --------------------------------------------------
 
 

@@ -170,3 +170,64 @@ def test_a_routine_declared_on_the_template_runs_end_to_end(
     assert by_name["answer[db-1]"].state.is_completed()
     assert by_name["answer[db-2]"].state.is_failed() and by_name["answer[db-2]"].state.message == "answer: answered 41"
     assert by_name["answer[db-2]"].run_count == 1 and by_name["answer[db-3]"].run_count == 1
+
+
+# -- a what-if run (an explicit as_of far from now) ------------------------------------------------
+
+
+def test_a_what_if_run_sends_no_alert_and_leaves_the_alert_state_as_it_was(
+    prefect_api: None, store: OpsStore, receiver: HttpReceiver, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    started = datetime.now(UTC)
+
+    def stale_since_yesterday(run: RoutineRun) -> list[Item]:
+        status = "fail" if run.now > started - timedelta(days=1) else "ok"
+        return [Item(name="orders-db", checks=[Check(check="fresh", status=status, detail=f"as of {run.now}")])]
+
+    config = tmp_path / "opsflow.yaml"
+    config.write_text(
+        f"store: {{url: '{store.url}'}}\nnotifications:\n"
+        f"  webhook: {{url: '{receiver.url('/hook')}'}}\n"
+        f"  pagerduty: {{routing_key: 'pd-key', events_url: '{receiver.url('/v2/enqueue')}'}}\n"
+    )
+    flow = routine_flow(declare(name="whatif-check", work=stale_since_yesterday), __name__)
+
+    live = flow(config_path=str(config), return_state=True)
+    assert live.is_failed()
+    assert [r.json()["event"] for r in receiver.wait_for("/hook")] == ["trigger"]
+    assert [r.json()["event_action"] for r in receiver.wait_for("/v2/enqueue")] == ["trigger"]
+    open_state = store.alert_states("whatif-check")
+    assert [(s["item"], s["status"], s["is_open"]) for s in open_state] == [("orders-db", "fail", True)]
+
+    # Two days back the set was still fresh: a what-if, recorded and published, but it alerts nobody.
+    as_of = (started - timedelta(days=2)).replace(microsecond=0)
+    what_if = flow(as_of=as_of, config_path=str(config), return_state=True)
+    result = routine_result(what_if)
+    assert what_if.is_completed() and result is not None and result.status == "ok"
+    assert [r.as_of for r in store.results("whatif-check")][-1] == as_of
+    summary = latest_artifact("whatif-check")
+    assert summary is not None
+    assert f"what-if run as of {as_of:%Y-%m-%dT%H:%M:%SZ}: no alerts sent, alert state unchanged" in str(summary.data)
+    assert store.alert_states("whatif-check") == open_state
+    assert len(receiver.to("/hook")) == 1 and len(receiver.to("/v2/enqueue")) == 1  # no resolve
+
+    # The next live run finds the alert still open: no repeated trigger.
+    assert flow(config_path=str(config), return_state=True).is_failed()
+    assert len(receiver.to("/hook")) == 1 and len(receiver.to("/v2/enqueue")) == 1
+    assert [(s["item"], s["is_open"]) for s in store.alert_states("whatif-check")] == [("orders-db", True)]
+    live_summary = latest_artifact("whatif-check")
+    assert live_summary is not None and "what-if" not in str(live_summary.data)
+
+
+def test_an_as_of_within_five_minutes_of_the_clock_is_a_live_run(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from opsflow.config import Config
+
+    resources = fake_resources(MemoryStore(), tmp_path, NOW)(Config())
+    run = RoutineRun(declare(), Config(), resources, NOW - timedelta(minutes=4), None, {})
+    assert run.clock == NOW and not run.what_if
+    assert RoutineRun(declare(), Config(), resources, NOW + timedelta(minutes=6), None, {}).what_if
+    assert RoutineRun(declare(), Config(), resources, NOW - timedelta(days=2), None, {}).what_if

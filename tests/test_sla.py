@@ -594,3 +594,91 @@ def test_a_month_measured_on_little_data_is_a_coverage_warn_not_a_clean_ok(store
 
     result = RoutineResult(routine="sla-report", as_of=utc(2026, 12, 3), items=list(items.values()))
     assert result.status == "warn"
+
+
+def test_an_unwritable_out_dir_is_the_runs_error_and_the_result_is_still_stored(
+    prefect_api: None,
+    pg_url: str,
+    tmp_path: Path,
+    generated: dict[str, list[ProbeRow]],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from opsflow.cli import run
+
+    monkeypatch.setattr("tasks.retry.BACKOFF_SECONDS", 0.01)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")  # a path under a file: unwritable even for root
+    doc = {**CONFIG, "store": {"url": pg_url}, "reports": {"monthly": {"out_dir": str(blocker / "out")}}}
+    path = tmp_path / "opsflow.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    store = OpsStore(pg_url)
+    store.migrate()
+    store.write_probe_results([r for rows in generated.values() for r in rows])
+    args = ["run", "sla-report", "--config", str(path), "--period", "2026-10-25..2026-10-26", "--json"]
+    code = run([*args[:-1], "--as-of", "2026-11-03T08:00:00Z", "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1
+    items = {i["name"]: i for i in document["items"]}
+    assert {"api", "new", "jittery", "report-output"} <= set(items)
+    [csv_check] = items["report-output"]["checks"]
+    assert csv_check["check"] == "csv" and csv_check["status"] == "error"
+    assert str(blocker / "out") in csv_check["detail"] and "not written" in csv_check["detail"]
+    assert "csv" not in document.get("outputs", {})
+    stored = store.results("sla-report", scope="2026-10-25..2026-10-26")
+    assert stored and "report-output" in {i.name for i in stored[-1].items}
+    assert blocker.read_text() == "not a directory"
+
+
+def test_the_csv_is_written_atomically_under_an_absolute_out_dir(
+    prefect_api: None,
+    pg_url: str,
+    tmp_path: Path,
+    generated: dict[str, list[ProbeRow]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.sla_report import output_dir, sla_report
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPSFLOW_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert output_dir("") == home.absolute() / "reports/out"
+    assert output_dir("/srv/reports") == Path("/srv/reports")
+    doc = {**CONFIG, "store": {"url": pg_url}, "reports": {"monthly": {"out_dir": "sla"}}}
+    path = tmp_path / "opsflow.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    store = OpsStore(pg_url)
+    store.migrate()
+    store.write_probe_results([r for rows in generated.values() for r in rows])
+    state = sla_report(
+        period="2026-10-25..2026-10-26", as_of=utc(2026, 11, 3), config_path=str(path), return_state=True
+    )
+    result = routine_result(state)
+    assert result is not None and "report-output" not in {i.name for i in result.items}
+    written = home / "sla" / "sla-range-2026-10-25_to_2026-10-26.csv"
+    assert result.outputs["csv"] == str(written.absolute())
+    assert [p.name for p in written.parent.iterdir()] == [written.name]  # no temporary file left behind
+    assert written.read_text().count("\n") == 4 and not (tmp_path / "sla").exists()
+
+
+def test_a_csv_write_failing_half_way_leaves_the_previous_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opsflow.errors import PermanentFailure
+    from opsflow.results import RoutineResult
+    from tasks import sla
+
+    period = parse_period("2026-10", utc(2026, 11, 3), BERLIN)
+    previous = tmp_path / "sla-month-2026-10.csv"
+    previous.write_text("the previous report\n")
+
+    def half_then_disk_full(result: RoutineResult) -> Any:
+        yield dict.fromkeys(sla.CSV_COLUMNS, 1)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sla, "report_rows", half_then_disk_full)
+    result = RoutineResult(routine="sla-report", as_of=utc(2026, 11, 3), items=[])
+    with pytest.raises(PermanentFailure, match="No space left on device"):
+        sla.write_csv(result, period, tmp_path)
+    assert previous.read_text() == "the previous report\n"
+    assert [p.name for p in tmp_path.iterdir()] == [previous.name]

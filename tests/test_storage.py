@@ -506,3 +506,24 @@ def test_fs_errors_inside_the_with_block_are_not_relabelled(fs_root: Path, fs: F
 
     with pytest.raises(FileNotFoundError, match="elsewhere"), fs.open("db/1.dump"):
         raise FileNotFoundError("elsewhere")
+
+
+def test_fs_list_skips_symlinks_that_dangle_or_leave_the_root_and_says_so(
+    tmp_path: Path, fs_root: Path, fs: FilesystemBackupStorage
+) -> None:
+    write(fs_root / "db/a.dump", mtime=T0)
+    write(fs_root / "db/inside/b.dump", mtime=T0 + timedelta(hours=1))
+    (fs_root / "db/linked.dump").symlink_to(fs_root / "db/inside/b.dump")  # stays inside: a backup
+    (fs_root / "db/dangling.dump").symlink_to(fs_root / "db/gone.dump")
+    (fs_root / "db/passwd.dump").symlink_to("/etc/passwd")
+    outside = write(tmp_path / "elsewhere/newest.dump", mtime=T0 + timedelta(days=1))
+    (fs_root / "db/relative.dump").symlink_to(Path("../..") / outside.relative_to(tmp_path))
+
+    listed = keys(fs.list("db/"))
+    assert sorted(listed) == ["db/a.dump", "db/inside/b.dump", "db/linked.dump"]
+    assert sorted(fs.skipped) == [
+        "db/dangling.dump: skipped, a symlink to nothing",
+        "db/passwd.dump: skipped, a symlink leading out of the storage directory",
+        "db/relative.dump: skipped, a symlink leading out of the storage directory",
+    ]
+    assert keys(fs.list("db/a")) == ["db/a.dump"] and fs.skipped == []

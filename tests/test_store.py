@@ -132,3 +132,78 @@ def test_unreachable_store_is_a_clear_error_without_the_password(tmp_path) -> No
         OpsStore(url).migrate()
     assert "ops store unreachable" in str(caught.value)
     assert "hunter2" not in str(caught.value)
+
+
+# -- the store URL: refused when it does not parse, its password masked in every spelling ----------
+
+
+def test_a_url_that_does_not_parse_is_a_usage_error_naming_no_token(tmp_path) -> None:
+    from opsflow.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        OpsStore("postgresql://ops:Hunter%zz2Secret@127.0.0.1:9/opsflow").migrate()  # not retried: not transient
+    assert str(caught.value) == 'the ops store URL is not a valid PostgreSQL URL (invalid percent-encoded token: "...")'
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://ops:Hunter@2Secret@db:5432/ops", "has an '@' in its user name or password: write it as %40"),
+        (
+            "postgresql://ops:Hunter%zz2Secret@db/ops",
+            'is not a valid PostgreSQL URL (invalid percent-encoded token: "...")',
+        ),
+        (
+            "postgresql://ops@db/ops?password=Hunter%zz2",
+            'is not a valid PostgreSQL URL (invalid percent-encoded token: "...")',
+        ),
+        ("postgresql://ops:Hunter%402Secret@db/ops", None),
+        ("postgresql://postgres@/orders?host=/run/pg", None),
+        ("host=/tmp dbname=x password=pw", None),
+    ],
+)
+def test_store_url_problem(url: str, problem: str | None) -> None:
+    from opsflow.store import store_url_problem
+
+    assert store_url_problem(url) == problem
+
+
+def test_a_store_url_from_the_environment_registers_its_password_in_every_spelling() -> None:
+    from opsflow.errors import UsageError
+    from opsflow.redact import redact
+    from opsflow.store import resolve_store_url
+
+    url = "postgresql://ops:Pa%40ss-word-91@db/ops?sslmode=disable&password=Other%20pw-92"
+    assert resolve_store_url(environ={"OPSFLOW_STORE_URL": url}) == url
+    for spelling in ("Pa%40ss-word-91", "Pa@ss-word-91", "Other%20pw-92", "Other pw-92"):
+        assert redact(f"libpq said {spelling!r}") == "libpq said '***'"
+    with pytest.raises(UsageError) as caught:
+        resolve_store_url(environ={"OPSFLOW_STORE_URL": "postgresql://ops:Tigers1@3Secret@db/ops"})
+    assert str(caught.value) == (
+        "the ops store URL ($OPSFLOW_STORE_URL) has an '@' in its user name or password: write it as %40"
+    )
+    # The password as meant (up to the last "@") and as libpq would read it (up to the first) are both masked.
+    assert redact("pw Tigers1@3Secret, libpq's Tigers1") == "pw ***, libpq's ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("postgresql://ops:hunter2@db/ops", "postgresql://ops:***@db/ops"),
+        ("at postgresql://ops:Hun@ter/2@db:5432/ops failed", "at postgresql://ops:***@db:5432/ops failed"),
+        (
+            "postgresql://ops@db/ops?sslmode=require&password=s3cr%20t",
+            "postgresql://ops@db/ops?sslmode=require&password=***",
+        ),
+        ("host=db password='a b\\'c' dbname=ops", "host=db password=*** dbname=ops"),
+        (
+            '{"url": "postgresql://u:pw@h/db", "to": "ops@example.com"}',
+            '{"url": "postgresql://u:***@h/db", "to": "ops@example.com"}',
+        ),
+        ("http://example.com:8080/status", "http://example.com:8080/status"),
+    ],
+)
+def test_redaction_knows_passwords_beyond_user_colon_password_at(text: str, redacted: str) -> None:
+    from opsflow.redact import redact
+
+    assert redact(text) == redacted

@@ -7,6 +7,8 @@ import errno
 import json
 import ssl
 import time
+import tracemalloc
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +21,8 @@ from opsflow.spool import probe_spool
 from opsflow.store import OpsStore
 from tasks.incidents import ServiceState, advance
 from tasks.probes import ProbeOutcome, probe_all
-from tasks.uptime import judge_services, write_with_spool
-from tests.http_targets import HttpTarget, closed_port, self_signed, silent_port, tls_context
+from tasks.uptime import judge_services, track_incidents, write_with_spool
+from tests.http_targets import HttpTarget, closed_port, gzip_bomb, self_signed, silent_port, tls_context
 from tests.receiver import HttpReceiver
 
 
@@ -261,3 +263,144 @@ def test_an_incident_opens_alerts_and_resolves_through_the_routine(
     incidents = store.incidents("api")
     assert len(incidents) == 1 and incidents[0]["closed_at"] is not None
     assert incidents[0]["last_error"].startswith("UnexpectedStatus: HTTP 503")
+
+
+def test_configured_headers_go_only_to_the_configured_origin() -> None:
+    headers = {"X-Api-Key": "k-123", "Authorization": "Bearer t-456", "Accept": "application/json"}
+    with HttpTarget() as origin, HttpTarget() as other:
+        elsewhere = origin.url("/redirect-to?" + urllib.parse.quote(other.url("/health"), safe=""))
+        results = verdicts(
+            [
+                service("cross", url=elsewhere, headers=headers, expect={"body_contains": '"ok"'}),
+                service("same", url=origin.url("/redirect"), headers=headers, expect={"body_contains": '"ok"'}),
+            ]
+        )
+        assert results["cross"].ok and results["same"].ok
+        received = [{k.lower() for k in h} for path, h in other.requests]
+        assert received and all(not {"x-api-key", "authorization", "accept"} & seen for seen in received)
+        by_path = {path: {k.lower(): v for k, v in h.items()} for path, h in origin.requests}
+        assert by_path["/redirect-to"]["x-api-key"] == "k-123"
+        assert by_path["/health"]["x-api-key"] == "k-123"  # a same-origin redirect keeps them
+        assert by_path["/health"]["authorization"] == "Bearer t-456"
+
+
+def test_a_gzip_bomb_is_read_only_to_its_first_mib() -> None:
+    gzip_bomb()  # built before measuring
+    with HttpTarget() as target:
+        services = [
+            service("bomb", url=target.url("/gzip-bomb"), timeout=5.0, expect={"body_contains": '"ok"'}),
+            service("gzip", url=target.url("/gzip"), expect={"body_contains": '"ok"'}),
+        ]
+        tracemalloc.start()
+        try:
+            results = verdicts(services)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 20 << 20, f"peak {peak / 2**20:.1f} MiB"
+    assert results["gzip"].ok
+    assert not results["bomb"].ok and results["bomb"].status_code == 200
+    assert results["bomb"].error == "UnexpectedBody: the body does not contain '\"ok\"' in its first 1 MiB"
+
+
+def test_a_spooled_row_the_store_refuses_is_set_aside_and_the_rest_written(
+    store: OpsStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = probe_spool()
+    bad = outcome("db", T0 + timedelta(minutes=1), False)
+    bad = ProbeOutcome(bad.service, bad.checked_at, False, None, None, "ReadError: \x00 in the answer")
+    spool.append([outcome("api", T0, True).row(), bad.row(), outcome("api", T0 + timedelta(minutes=2), False).row()])
+    with caplog.at_level("WARNING"):
+        count = write_with_spool(store, [outcome("api", T0 + timedelta(minutes=3), True)], spool)
+    assert count.inserted == 3 and store.count_probe_results() == 3 and store.count_probe_results("db") == 0
+    assert not spool.path.exists()
+    rejected = [json.loads(line) for line in spool.rejected_path.read_text().splitlines()]
+    assert spool.rejected_path.name == "probe_results.rejected.jsonl"
+    assert [(r["service"], r["error"]) for r in rejected] == [("db", bad.error)]
+    assert rejected[0]["rejected"].startswith("DataError")
+    assert any(r.levelname == "WARNING" and "1 probe result the ops store refused" in r.message for r in caplog.records)
+
+
+def refuse_probe_writes(store: OpsStore, refuse: bool) -> None:
+    """The store's PostgreSQL refuses (or takes again) probe results: the store opens, the write fails."""
+    with store.connection() as conn:
+        if refuse:
+            conn.execute(
+                """create or replace function opsflow.refuse_writes() returns trigger language plpgsql as $$
+                   begin raise exception 'read-only' using errcode = 'read_only_sql_transaction'; end $$"""
+            )
+            conn.execute(
+                """create trigger refuse before insert on opsflow.probe_results
+                   for each row execute function opsflow.refuse_writes()"""
+            )
+        else:
+            conn.execute("drop trigger refuse on opsflow.probe_results")
+
+
+def spooled_rows() -> list[dict[str, object]]:
+    return [json.loads(line) for line in probe_spool().path.read_text().splitlines()]
+
+
+def test_a_store_that_refuses_the_write_after_it_opened_loses_nothing(
+    prefect_api: None,
+    tmp_path: Path,
+    pg_url: str,
+    store: OpsStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    with HttpTarget() as target:
+        config = config_file(tmp_path, target)
+        refuse_probe_writes(store, True)
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 3
+        assert "2 probe results spooled for the next run" in capsys.readouterr().err
+        assert store.count_probe_results() == 0 and len(spooled_rows()) == 2
+
+        refuse_probe_writes(store, False)
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 0
+        assert store.count_probe_results() == 4
+        assert not probe_spool().path.exists()
+
+
+def test_spooled_results_open_the_incident_at_their_own_time(
+    prefect_api: None,
+    tmp_path: Path,
+    pg_url: str,
+    store: OpsStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    with HttpTarget() as target:
+        config = config_file(tmp_path, target, threshold=3)
+        target.down = True
+        refuse_probe_writes(store, True)
+        for _ in range(2):  # two runs while the store refuses: their results are spooled
+            assert run(["run", "uptime-probe", "--config", str(config)]) == 3
+        first_failure = min(
+            datetime.fromisoformat(str(r["checked_at"])) for r in spooled_rows() if r["service"] == "api"
+        )
+        refuse_probe_writes(store, False)
+        capsys.readouterr()
+        assert run(["run", "uptime-probe", "--config", str(config), "--json"]) == 1
+        api = next(i for i in json.loads(capsys.readouterr().out)["items"] if i["name"] == "api")
+    assert api["metrics"]["incident_open"] is True
+    incident = next(c for c in api["checks"] if c["check"] == "incident")
+    assert "after 3 consecutive failures" in incident["detail"]
+    incidents = store.incidents("api")
+    assert len(incidents) == 1 and incidents[0]["opened_at"] == first_failure and incidents[0]["closed_at"] is None
+    assert store.probe_states()["api"]["consecutive_failures"] == 3
+
+
+def test_an_incident_opened_and_closed_within_spooled_results_is_stored_closed(store: OpsStore) -> None:
+    config = Config(services=[service("api", url="https://api.example.com/", failure_threshold=2)])
+    minute = timedelta(minutes=1)
+    spooled = [outcome("api", T0 + i * minute, ok).row() for i, ok in enumerate([False, False, True, False])]
+    track_incidents.fn(store, config, [outcome("api", T0 + 4 * minute, False)], spooled[::-1])  # any order
+    incidents = store.incidents("api")
+    assert [(i["opened_at"], i["closed_at"]) for i in incidents] == [(T0, T0 + 2 * minute), (T0 + 3 * minute, None)]
+    # Spooled rows already counted (a replayed spool) are not counted again.
+    track_incidents.fn(store, config, [outcome("api", T0 + 5 * minute, False)], spooled)
+    assert store.probe_states()["api"]["consecutive_failures"] == 3
+    assert len(store.incidents("api")) == 2

@@ -13,7 +13,8 @@ plain function wrapped by a thin task, each timed:
    hashed; ``checksum`` compares with S3 ``ChecksumSHA256`` or the sidecar;
 4. ``create_target`` — a throwaway embedded PostgreSQL in the work directory,
    or a new scratch database on the drill server;
-5. ``restore`` — ``pg_restore -j N --no-owner --no-privileges --exit-on-error``;
+5. ``restore`` — ``pg_restore -j N --no-owner --no-privileges --exit-on-error``, as the scratch
+   database's restore role (not a superuser: a backup cannot run programs on the drill host);
 6. ``validate`` — every configured table exists with ``min_rows``, every SQL
    check returns its ``expect``, ``pg_amcheck`` finds no corruption;
 7. ``measure`` — RTO (drill start until validated) and RPO (drill start − the
@@ -40,6 +41,7 @@ The package, one module a step or concern (this module re-exports their public n
 - :mod:`~tasks.drill.backup` — :func:`select_backup` and :func:`download_backup`;
 - :mod:`~tasks.drill.targets` — plan, create and stop targets, create and drop scratch databases;
 - :mod:`~tasks.drill.restore` — :func:`restore_backup`;
+- :mod:`~tasks.drill.roles` — the restore role (not a superuser, owning only the scratch database);
 - :mod:`~tasks.drill.validate` — :func:`validate_restore` (tables, SQL checks, pg_amcheck);
 - :mod:`~tasks.drill.leftovers` — :func:`teardown`, ``--keep``, and the sweep for leftovers;
 - :mod:`~tasks.drill.record` — :class:`DrillRecord`, the ``cleanup`` check, the item;

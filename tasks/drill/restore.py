@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opsflow.embedded import pg_restore_command
+from opsflow.redact import redact
 from opsflow.results import Check
 from opsflow.units import format_duration
 from tasks.backups import detect_pg_dump_format
 from tasks.drill.clock import Phase
 from tasks.drill.common import _check, _error_line, _libpq
+from tasks.drill.roles import needs_superuser
 from tasks.drill.targets import Target
 
 #: pg_restore may take long, but never forever: three times the RTO target, at least an hour.
@@ -30,14 +32,15 @@ class Restored:
 
 
 def restore_backup(target: Target, path: Path, name: str, jobs: int, timeout: float) -> Restored:
-    """``pg_restore`` the archive into the scratch database; a failure is a ``fail`` with pg_restore's first error."""
+    """``pg_restore`` the archive into the scratch database as its restore role (not a superuser: SPEC §7);
+    a failure is a ``fail`` with pg_restore's first error, or saying the backup needs superuser powers."""
     started = time.monotonic()
     archive_format = detect_pg_dump_format(path)
     if archive_format is None:
         check = _check("restore", "fail", f"{name}: not a pg_dump archive (custom, tar or directory)")
         return Restored(check, Phase.since("restore", started))
     parallel = jobs if archive_format in ("custom", "directory") else 1  # pg_restore -j needs a seekable format
-    conninfo, env = _libpq(target.url)
+    conninfo, env = _libpq(target.restore_url)
     command = pg_restore_command(conninfo, path, parallel)
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout, check=False)
@@ -46,6 +49,13 @@ def restore_backup(target: Target, path: Path, name: str, jobs: int, timeout: fl
         return Restored(_check("restore", "fail", detail), Phase.since("restore", started))
     phase = Phase.since("restore", started)
     if done.returncode != 0:
+        denied = needs_superuser(done.stderr)
+        if denied is not None:
+            detail = (
+                f"{name}: the backup needs superuser powers ({redact(denied)}); "
+                "a drill restores as a non-superuser role"
+            )
+            return Restored(_check("restore", "fail", detail), phase)
         error = _error_line(done.stderr, "pg_restore", done.returncode)
         return Restored(_check("restore", "fail", f"{name}: restore failed: {error}"), phase)
     detail = (

@@ -48,3 +48,26 @@ READ_ONLY = "set transaction read only"
 def count_rows_of(regclass: str) -> sql.Composed:
     """The exact row count of a table named by :data:`TABLE_REGCLASS`'s answer (already quoted)."""
     return sql.SQL("select count(*) from {}").format(sql.SQL(regclass))
+
+
+# -- the restore role (on a drill server or an embedded target, a maintenance connection) --------------------
+
+
+def create_restore_role(name: str, verifier: str) -> sql.Composed:
+    """A login role without any power beyond what it owns; ``verifier`` is its hashed password."""
+    return sql.SQL(
+        "create role {} login nosuperuser nocreatedb nocreaterole noinherit noreplication nobypassrls password {}"
+    ).format(sql.Identifier(name), sql.Literal(verifier))
+
+
+def alter_database_owner(database: str, role: str) -> sql.Composed:
+    return sql.SQL("alter database {} owner to {}").format(sql.Identifier(database), sql.Identifier(role))
+
+
+def grant_role_to_current_user(role: str) -> sql.Composed:
+    """Let the drill server's account act for ``role`` (so it may hand it the scratch database)."""
+    return sql.SQL("grant {} to current_user").format(sql.Identifier(role))
+
+
+def drop_role(name: str) -> sql.Composed:
+    return sql.SQL("drop role if exists {}").format(sql.Identifier(name))

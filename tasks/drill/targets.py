@@ -12,7 +12,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ import psutil
 import psycopg
 
 from opsflow.config import Database
-from opsflow.embedded import EmbeddedPostgres, url_with_database
+from opsflow.embedded import EmbeddedPostgres
 from opsflow.results import format_instant
 from tasks.drill.clock import Phase
 from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _first_line, log
 from tasks.drill.guard import endpoint
-from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, database_slug, scratch_database_name
+from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, database_slug, scratch_database_name, scratch_url
+from tasks.drill.roles import create_role_owning, drop_role_of
 from tasks.drill.sql import DATABASE_EXISTS, comment_on_database, create_database, drop_database
 from tasks.retry import PermanentFailure, TransientFailure
 
@@ -62,11 +63,17 @@ class TargetPlan:
 
 @dataclass(frozen=True)
 class Target:
-    """A created target: the scratch database's URL and how to describe it."""
+    """A created target: the scratch database's URL and how to describe it.
+
+    ``url`` is the drill server's own account on exactly the scratch database (what ``--keep`` shows, what
+    ``pg_amcheck`` uses: amcheck runs index functions as the table's owner); ``restore_url`` is the restore
+    role's (not a superuser, owning only the scratch database: what pg_restore and validation use).
+    """
 
     plan: TargetPlan
     url: str
     phase: Phase
+    restore_url: str = field(default="", repr=False)
 
     @property
     def description(self) -> str:
@@ -133,13 +140,23 @@ def create_target(plan: TargetPlan, flow_run_id: str | None) -> Target:
         # keep_running=False: the server is also stopped and deleted when this process exits normally.
         server = EmbeddedPostgres.start(plan.pgdata, keep_running=plan.keep)
         _SERVERS[server.data_dir] = server
-        _create_database(server.url("postgres"), plan.scratch, comment=None)
-        url = server.url(plan.scratch)
+        admin = server.url("postgres")
+        _create_database(admin, plan.scratch, comment=None)
     else:
+        admin = plan.drill_server
         comment = {"opsflow": "dr-drill", "database": plan.database, "flow_run_id": flow_run_id, "keep": plan.keep}
-        _create_database(plan.drill_server, plan.scratch, comment={**comment, **_owner()})
-        url = url_with_database(plan.drill_server, plan.scratch)
-    target = Target(plan=plan, url=url, phase=Phase.since("create target", started))
+        _create_database(admin, plan.scratch, comment={**comment, **_owner()})
+    # Exactly the scratch database, whatever the URL's query parameters say (SPEC §7).
+    url = scratch_url(admin, plan.scratch)
+    try:
+        role = create_role_owning(admin, plan.scratch)
+    except psycopg.errors.InsufficientPrivilege:
+        raise PermanentFailure(
+            f"the drill server refuses to create the restore role of {plan.scratch}: permission denied "
+            "(a drill restores as a non-superuser role it creates: its account needs CREATEROLE)"
+        ) from None
+    restore_url = role.conninfo(admin, plan.scratch)
+    target = Target(plan=plan, url=url, phase=Phase.since("create target", started), restore_url=restore_url)
     log.info("dr-drill %s: restoring into %s", plan.database, target.description)
     return target
 
@@ -173,6 +190,7 @@ def _drop_database(server_url: str, name: str) -> bool:
     with _connect_server(server_url) as conn:
         existed = conn.execute(DATABASE_EXISTS, (name,)).fetchone() is not None
         conn.execute(drop_database(name))
+        drop_role_of(conn, name)  # its restore role, which owned only this database
     return existed
 
 

@@ -144,16 +144,20 @@ class Validation:
 
 
 def validate_restore(target: Target, drill: Drill) -> Validation:
-    """Tables, SQL checks and pg_amcheck on the restored scratch database."""
+    """Tables, SQL checks and pg_amcheck on the restored scratch database.
+
+    Tables and SQL checks run as the restore role (not a superuser: what the backup defined runs without
+    superuser powers); pg_amcheck as the drill server's account (amcheck runs index functions as the owner).
+    """
     started = time.monotonic()
     try:
-        conn = psycopg.connect(target.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        conn = psycopg.connect(target.restore_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.OperationalError as exc:
         raise TransientFailure(f"restored database unreachable: {_first_line(exc)}") from None
     amcheck = start_amcheck(target.url, drill.jobs)  # reads the same data meanwhile, in its own processes
     try:
         with conn:
-            tables_check, tables = check_tables(conn, drill.tables, target.url)
+            tables_check, tables = check_tables(conn, drill.tables, target.restore_url)
             checks = [tables_check] + [run_sql_check(conn, check) for check in drill.sql]
     finally:
         verdict = amcheck_verdict(amcheck) if amcheck is not None else None
