@@ -5,7 +5,8 @@ routines are imported inside the command that needs them, so
 ``opsflow check-config`` answers in well under a second.
 
 Exit codes: 0 all ok (warnings allowed), 1 findings (an item is ``fail`` or
-``error``), 2 bad usage, config or input, 3 the command could not complete.
+``error``), 2 bad usage, config or input, 3 the command could not complete;
+130/143 stopped by SIGINT/SIGTERM (what the command started is stopped too).
 
     $ opsflow check-config --config ops.yaml
     $ opsflow probes import history.csv
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -626,8 +629,16 @@ def run(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "config", None) is None and args.global_config is not None:
         args.config = args.global_config
     handler: Callable[[argparse.Namespace], int] = args.handler
+    received: list[int] = []
+    restore = _stop_on_signals(received)
     try:
         return handler(args)
+    except KeyboardInterrupt:
+        # SIGINT, or SIGTERM turned into it: unwinding (and atexit) stops what the command started,
+        # such as Prefect's temporary API server, instead of leaving it orphaned.
+        signum = received[-1] if received else signal.SIGINT
+        print(f"opsflow: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_USAGE
@@ -639,6 +650,30 @@ def run(argv: Sequence[str] | None = None) -> int:
             print(incomplete_result(getattr(args, "routine", None) or "dr-drill", str(exc)).to_json())
         print(f"opsflow: {exc}", file=sys.stderr)
         return EXIT_INCOMPLETE
+    finally:
+        restore()
+
+
+def _stop_on_signals(received: list[int]) -> Callable[[], None]:
+    """Make SIGTERM and SIGINT raise KeyboardInterrupt (noting which came); returns the undo.
+
+    Python's default SIGTERM ends the process at once, skipping ``finally`` and atexit.
+    Only in the main thread (where signal handlers live); elsewhere nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
 
 
 def main() -> None:
