@@ -25,6 +25,8 @@ BENCHMARKS: dict[str, str] = {
     "drill-rto": "bench.drill_rto",
     "sla-report": "bench.sla_report",
     "probe-upkeep": "bench.probe_upkeep",
+    "capacity": "bench.capacity",
+    "data-quality": "bench.data_quality",
 }
 
 

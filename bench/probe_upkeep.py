@@ -20,11 +20,11 @@ from pathlib import Path
 
 from bench.common import BenchResult, median_seconds
 from bench.sla_report import probe_config, store_with_probes
+from opsflow import sla_store
 from opsflow.config import Config
 from opsflow.embedded import EmbeddedPostgres
 from opsflow.history_csv import ProbeRow
 from opsflow.store import OpsStore
-from tasks import sla_store
 from tasks.sla import burn_rates, rebuild_rollups
 
 MAX_RATIO = 1.5

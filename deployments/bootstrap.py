@@ -4,12 +4,14 @@ Against ``$PREFECT_API_URL``, idempotent (a second run changes nothing):
 
 1. :func:`bootstrap` — the work pool ``opsflow`` (type ``process``; created when missing, left as it is
    when present), the automations for the config's notification channels
-   (:func:`deployments.automations.apply_automations`), and the global concurrency limit
-   ``dr-drill-<db>`` (1 slot) of every configured database (the drill's own names, created up front);
+   (:func:`deployments.automations.apply_automations`) (one drill per database is a lock in the ops
+   store, :mod:`tasks.drill.slot`: nothing to create here);
 2. :func:`deploy` — :func:`bootstrap`, then ``prefect --no-prompt deploy --all`` of ``prefect.yaml``
    rendered with the config's ``timezone`` in every schedule (a temporary copy, run from the project
-   directory: entrypoints and the workers' pull step point at this checkout). A deployment that exists
-   is updated in place: same id, its schedules replaced.
+   directory: entrypoints and the workers' pull step point at this checkout), every deployment's
+   ``job_variables.env`` carrying ``OPSFLOW_HOME`` as an absolute path (:func:`run_environment`: the
+   workers' runs share the CLI's store and spool). A deployment that exists is updated in place: same
+   id, its schedules replaced.
 
 Usage::
 
@@ -27,7 +29,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,16 +90,14 @@ class Registered:
 
 def bootstrap(config: Config, *, work_pool: bool = True) -> Bootstrapped:
     """Create what the deployments need on the server: the work pool (unless ``work_pool`` is false, as
-    for served deployments, which need none), the automations, the drill concurrency limits."""
+    for served deployments, which need none), and the automations."""
     from deployments.automations import apply_automations
-    from flows.dr_drill import ensure_drill_slots
 
     lines = []
     try:
         if work_pool:
             lines.append(ensure_work_pool())
         lines += apply_automations(config).summary().splitlines()
-        lines += [f"concurrency limit {name}: 1 slot" for name in ensure_drill_slots(config)]
     except _API_ERRORS as exc:  # the API unreachable or refusing: one line, exit 3
         raise DeployFailed(f"cannot set up the Prefect server: {_one_line(exc)}") from None
     return Bootstrapped(lines)
@@ -140,7 +140,7 @@ def deploy(config: Config, path: Path = PREFECT_YAML, say: Callable[[str], None]
     for line in bootstrap(config).lines:
         if say is not None:
             say(line)
-    document = render_prefect_yaml(path, config.timezone)
+    document = with_run_environment(render_prefect_yaml(path, config.timezone), run_environment())
     environ = os.environ | {
         # The API this process uses, whether it came from the environment or a Prefect profile.
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
@@ -171,6 +171,27 @@ def deploy(config: Config, path: Path = PREFECT_YAML, say: Callable[[str], None]
         return read_registered(document.get("deployments") or [])
     except _API_ERRORS as exc:
         raise DeployFailed(f"cannot read the deployments back: {_one_line(exc)}") from None
+
+
+def run_environment() -> dict[str, str]:
+    """What every run of the deployments gets in its environment: ``$OPSFLOW_HOME`` as an absolute path
+    (default ``./.opsflow`` of the directory ``opsflow deploy`` runs in), so a worker's runs, whatever
+    their working directory, share one embedded store and one probe spool with the CLI."""
+    from opsflow.embedded import anchor_home
+
+    return {"OPSFLOW_HOME": str(anchor_home())}
+
+
+def with_run_environment(document: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """``document`` (a rendered ``prefect.yaml``) with ``env`` added to every deployment's work pool
+    ``job_variables.env`` (what a worker sets for the run's process); variables set there win."""
+    for entry in document.get("deployments") or []:
+        work_pool = dict(entry.get("work_pool") or {})
+        job_variables = dict(work_pool.get("job_variables") or {})
+        job_variables["env"] = {**env, **(job_variables.get("env") or {})}
+        work_pool["job_variables"] = job_variables
+        entry["work_pool"] = work_pool
+    return document
 
 
 def read_registered(entries: Sequence[dict[str, Any]]) -> list[Registered]:

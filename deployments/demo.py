@@ -11,7 +11,7 @@ What it starts, all under ``$OPSFLOW_HOME/demo`` (``./.opsflow/demo`` by default
 - ``backups/crm/``: backups of ``crm`` whose newest is three days old (set ``crm-db``: the red run);
 - a sample HTTP service (``shop-api`` at ``/health`` is down two minutes in every ten, ``shop-web``
   at ``/`` is always up; alerts POSTed to ``/webhook`` land in ``webhook.jsonl``) and an SMTP sink
-  (mail kept in ``mail/``), with two months of probe history in the store;
+  (mail kept in ``mail/``), with two months of probe and capacity history in the store;
 - ``opsflow.yaml`` for all of it, the automations of ``opsflow automations apply``, and the
   all-in-one runner (``python -m deployments.runner``) serving every deployment of ``prefect.yaml``
   (every process logs to ``logs/``).
@@ -47,8 +47,11 @@ from deployments.demo_data import (
     SHOP,
     DemoEndpoints,
     Dump,
+    capacity_history,
     create_crm,
     create_shop,
+    create_warehouse,
+    database_size,
     demo_config,
     probe_history,
     row_counts,
@@ -353,11 +356,14 @@ class Demo:
             s3_url=f"http://127.0.0.1:{self.s3_port}",
             http_url=self.service.url if self.service else "",
             smtp_port=self.smtp_port,
+            shop_size=database_size(shop_url),
+            warehouse_url=create_warehouse(server_url),
         )
         write_config(self.config_path, demo_config(endpoints))
         if self.stopping.is_set():
             return
         self.seed_probe_history(now)
+        self.seed_capacity_history(now, endpoints.shop_size)
         s3 = self.children[1]
         wait_for_port(self.s3_port, s3, timeout=60)
         if self.stopping.is_set():
@@ -378,6 +384,16 @@ class Demo:
         store.write_probe_results(rows)
         refresh_rollups_for_rows(store, config, [(row.service, row.checked_at) for row in rows])
         self.say(f"ops store: {len(rows):,} probe results of the last 62 days")
+
+    def seed_capacity_history(self, now: datetime, shop_size: int) -> None:
+        """Two months of hourly capacity samples, so the first forecast has a trend to fit."""
+        from opsflow.config import load_config
+        from opsflow.store import OpsStore
+
+        store = OpsStore.open(load_config(self.config_path))
+        rows = list(capacity_history(shop_size, now))
+        store.write_capacity_samples(rows)
+        self.say(f"ops store: {len(rows):,} capacity samples of the last 60 days")
 
     def join_data(self) -> None:
         if self.data_thread is None:

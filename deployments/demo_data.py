@@ -1,6 +1,6 @@
 """The data ``opsflow demo`` runs on: a sample "production" database with real rows, real ``pg_dump``
-backups of it (healthy ones in S3, stale ones on disk), a month of probe history, and the
-``opsflow.yaml`` that points the routines at all of it.
+backups of it (healthy ones in S3, stale ones on disk), two months of probe history, two months of
+capacity history, and the ``opsflow.yaml`` that points the routines at all of it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 from psycopg import sql
 
 from opsflow.embedded import client_bin, ensure_database, url_with_database
-from opsflow.history_csv import ProbeRow
+from opsflow.history_csv import CapacityRow, ProbeRow
 
 SHOP = "shop"
 CRM = "crm"
@@ -70,6 +70,40 @@ insert into contacts select g, 'contact ' || g, 'contact' || g || '@example.org'
     from generate_series(1, 1500) g;
 insert into notes select g, 1 + g % 1500, md5(g::text) || ' ' || md5((g * 3)::text) from generate_series(1, 6000) g;
 """
+
+WAREHOUSE = "warehouse"
+
+# A warehouse with one clean table and one with planted defects, for the data-quality routine: 37 null
+# user ids, 6 event ids each loaded twice (12 duplicated rows), 5 amounts beyond 10,000 (and 3 exactly at
+# it, which pass: bounds are inclusive), and nothing loaded for the last 3 hours.
+WAREHOUSE_SQL = """
+create schema analytics;
+create table analytics.events (
+    event_id bigint not null, user_id int, amount numeric(12, 2) not null, created_at timestamptz not null);
+insert into analytics.events
+    select g, case when g % 1351 = 0 then null else 1 + g % 4000 end,
+           case when g % 9973 = 0 then 10000 + g % 500 else (g * 13) % 5000 end,
+           now() - interval '3 hours' - (50000 - g) * interval '1 minute'
+    from generate_series(1, 50000) g;
+update analytics.events set amount = 10000 where event_id in (101, 202, 303);
+insert into analytics.events select event_id, user_id, amount, created_at from analytics.events
+    where event_id in (7, 70, 700, 7000, 17000, 27000);
+create table analytics.daily_revenue (day date primary key, orders int not null, revenue numeric(14, 2) not null);
+insert into analytics.daily_revenue
+    select d::date, 180 + (extract(doy from d)::int * 7) % 40, 12000 + (extract(doy from d)::int * 131) % 3000
+    from generate_series(current_date - 89, current_date, interval '1 day') d;
+"""
+
+
+def create_warehouse(server_url: str) -> str:
+    """The sample warehouse ``warehouse`` (``analytics.events`` with planted defects, a clean
+    ``analytics.daily_revenue``); its URL."""
+    _recreate(server_url, WAREHOUSE)
+    url = url_with_database(server_url, WAREHOUSE)
+    with psycopg.connect(url) as conn:
+        conn.execute(WAREHOUSE_SQL)
+    return url
+
 
 #: The DR drill's checks of the restored ``shop``.
 DRILL_SQL = [
@@ -250,6 +284,36 @@ def probe_history(services: Sequence[str], end: datetime, days: int, seed: int =
             at += timedelta(minutes=1)
 
 
+#: The demo's capacity metrics with a seeded history: the shop database (collected hourly from now on)
+#: and a ticket backlog fed by import, cleaned up every week.
+SHOP_SIZE_METRIC = "shop-db-size"
+BACKLOG_METRIC = "support-backlog"
+
+
+def database_size(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("select pg_database_size(current_database())").fetchone()
+    return int(row[0]) if row else 0
+
+
+def capacity_history(shop_size: int, end: datetime, days: int = 60, seed: int = 11) -> Iterator[CapacityRow]:
+    """Hourly history ending at ``end``: the shop database growing to ``shop_size`` bytes with a
+    one-time cleanup (a ``VACUUM FULL``) 20 days ago, and a support backlog that grows through each week
+    and is worked down every Monday. Deterministic for a given ``end``."""
+    rng = random.Random(seed)
+    end = end.replace(minute=0, second=0, microsecond=0)
+    hours = days * 24
+    cleanup = hours - 20 * 24
+    for hour in range(hours):
+        at = end - timedelta(hours=hours - hour)
+        ago = (hours - hour) / 24
+        size = shop_size * (1 - 0.008 * ago) * (1.15 if hour < cleanup else 1.0)
+        yield CapacityRow(SHOP_SIZE_METRIC, at, round(size * (1 + rng.uniform(-0.003, 0.003))))
+        weekday_hours = at.weekday() * 24 + at.hour
+        backlog = 900 + 8 * (days - ago) + 4 * weekday_hours + 40 * math.sin(at.hour / 24 * 2 * math.pi)
+        yield CapacityRow(BACKLOG_METRIC, at, round(backlog + rng.uniform(-25, 25)))
+
+
 # -- the config ------------------------------------------------------------------------------------------
 
 
@@ -263,6 +327,8 @@ class DemoEndpoints:
     s3_url: str
     http_url: str
     smtp_port: int
+    shop_size: int = 100_000_000  # bytes: the shop database's size when the demo made it
+    warehouse_url: str = ""
 
 
 def demo_config(where: DemoEndpoints) -> dict[str, Any]:
@@ -342,6 +408,48 @@ def demo_config(where: DemoEndpoints) -> dict[str, Any]:
                 "to": ["oncall@example.com"],
             },
         },
+        "capacity": [
+            {
+                "metric": SHOP_SIZE_METRIC,
+                "source": {"type": "postgres", "url": where.shop_url, "measure": "database_size"},
+                "threshold": f"{where.shop_size * 1.4 / 1e6:.0f}MB",  # about 45 days of its growth away
+            },
+            {
+                "metric": "shop-connections",
+                "source": {"type": "postgres", "url": where.shop_url, "measure": "connections"},
+                "threshold": "80%",
+            },
+            {"metric": "backups-bucket", "source": {"type": "s3", "storage": "s3main"}, "threshold": "1GB"},
+            {"metric": "demo-disk", "source": {"type": "filesystem", "path": str(where.demo_dir)}, "threshold": "95%"},
+            {"metric": BACKLOG_METRIC, "source": {"type": "import"}, "threshold": 2500, "warn_within": "60d"},
+        ],
+        "quality": [
+            {
+                "name": "events",
+                "url": where.warehouse_url,
+                "table": "analytics.events",
+                "expectations": [
+                    {"expect_column_values_to_not_be_null": {"column": "user_id"}},
+                    {"expect_column_values_to_be_unique": {"column": "event_id"}},
+                    {"expect_column_values_to_be_between": {"column": "amount", "min_value": 0, "max_value": 10000}},
+                    {"expect_table_row_count_to_be_between": {"min_value": 10000}},
+                ],
+                "freshness": {"column": "created_at", "max_age": "1h"},
+                "row_count_change": {"max_change": "50%", "runs": 7},
+                "schema": {"allow_new_columns": True},
+            },
+            {
+                "name": "daily-revenue",
+                "url": where.warehouse_url,
+                "table": "analytics.daily_revenue",
+                "expectations": [
+                    {"expect_column_values_to_be_unique": {"column": "day"}},
+                    {"expect_column_values_to_be_between": {"column": "orders", "min_value": 1}},
+                ],
+                "freshness": {"column": "day", "max_age": "2d"},
+                "schema": {"allow_new_columns": False},
+            },
+        ],
         "digests": {"daily": {"to": ["oncall@example.com"]}, "weekly": {"to": ["ops-leads@example.com"]}},
         "reports": {"monthly": {"to": ["stakeholders@example.com"], "out_dir": str(where.demo_dir / "reports")}},
     }

@@ -146,23 +146,18 @@ def serve_all(
     Runs read ``config`` (through ``$OPSFLOW_CONFIG``, which the runs it starts inherit) when given.
     Schedules run in ``timezone``, by default the ``timezone`` of that config (or of ``$OPSFLOW_CONFIG``,
     else ``./opsflow.yaml``; UTC without one). Runs start in the project directory (this process
-    changes into it). ``prepare`` is called once nothing stands in the way, just before serving
-    (``opsflow serve``: the automations and drill limits).
+    changes into it) with ``$OPSFLOW_HOME`` made absolute first (:func:`serve_environment`), so they
+    keep the store and spool of the directory ``opsflow serve`` was started in. ``prepare`` is called
+    once nothing stands in the way, just before serving (``opsflow serve``: the automations and drill
+    limits).
     """
-    import os
-
     from prefect import serve
 
-    from opsflow.config import default_config_path, load_config
+    from opsflow.config import load_config
 
-    path_of_config = config if config is not None else default_config_path(None, os.environ)
-    if config is not None or path_of_config.exists():  # absolute: runs start elsewhere (below)
-        os.environ["OPSFLOW_CONFIG"] = str(path_of_config.resolve())
+    path_of_config = serve_environment(config)
     if timezone is None:
         timezone = load_config(path_of_config, missing_ok=config is None).timezone
-    # Runs start in the project directory, as on a worker (whose pull step goes there), and the
-    # entrypoints read as in prefect.yaml.
-    os.chdir(PROJECT)
     deployments = runner_deployments(read_deployments(path, timezone))
     refuse_worker_deployments(deployments)
     if prepare is not None:
@@ -172,6 +167,28 @@ def serve_all(
         # all the same, through sys.exit); its "never awaited" RuntimeWarning is noise on every stop.
         warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited", category=RuntimeWarning)
         serve(*deployments, pause_on_shutdown=False)
+
+
+def serve_environment(config: Path | None = None) -> Path:
+    """Set up this process as the runs it serves inherit it; return the config's path.
+
+    ``$OPSFLOW_CONFIG`` and ``$OPSFLOW_HOME`` (default ``./.opsflow``) become absolute paths, read
+    against the working directory ``opsflow serve`` started in, then this process changes into the
+    project directory: runs start there, as on a worker (whose pull step goes there), the entrypoints
+    read as in ``prefect.yaml``, and every run uses the one store and spool whatever the directory.
+    """
+    import os
+
+    from opsflow.config import default_config_path
+    from opsflow.embedded import anchor_home
+
+    path_of_config = config if config is not None else default_config_path(None, os.environ)
+    if config is not None or path_of_config.exists():  # absolute: runs start elsewhere (below)
+        os.environ["OPSFLOW_CONFIG"] = str(path_of_config.resolve())
+    path_of_config = path_of_config.resolve()
+    anchor_home()
+    os.chdir(PROJECT)
+    return path_of_config
 
 
 def refuse_worker_deployments(deployments: Sequence[Any]) -> None:

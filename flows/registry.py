@@ -19,6 +19,9 @@ ROUTINES: dict[str, str] = {
     "backup-verification": "flows.backup_verification:backup_verification",
     "uptime-probe": "flows.uptime_probe:uptime_probe",
     "sla-report": "flows.sla_report:sla_report",
+    "capacity-collect": "flows.capacity_collect:capacity_collect",
+    "capacity-trends": "flows.capacity_trends:capacity_trends",
+    "data-quality": "flows.data_quality:data_quality",
 }
 
 # Flows with a command of their own rather than `opsflow run` (`opsflow drill`): flow name -> "module:flow function"

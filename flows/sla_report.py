@@ -28,7 +28,6 @@ ISO week), ``monthly`` on the 1st at 07:00 (last month), in the config's ``timez
 
 from collections.abc import Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import flow
@@ -38,8 +37,8 @@ from pydantic import Field
 
 from flows._routine import AsOf, ConfigPath, Routine, RoutineRun, Work, reason, run_routine
 from opsflow.config import Config
-from opsflow.embedded import home_dir
 from opsflow.errors import UsageError
+from opsflow.files import output_dir
 from opsflow.results import Check, Item, RoutineResult
 from opsflow.results import Period as ReportPeriod
 from opsflow.store import OpsStore
@@ -92,13 +91,6 @@ def report_period(run: RoutineRun) -> Work:
     )
     create_table_artifact(key=f"{work.key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
     return work
-
-
-def output_dir(configured: str) -> Path:
-    """Where the CSV goes, absolute: a relative directory (the default ``reports/out`` included) is under
-    ``$OPSFLOW_HOME``, so the report lands in the same place whatever the working directory of the run."""
-    chosen = Path(configured or "reports/out").expanduser()
-    return chosen if chosen.is_absolute() else home_dir().absolute() / chosen
 
 
 def check_period_param(config: Config, params: Mapping[str, Any], now: datetime) -> None:

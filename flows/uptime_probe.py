@@ -22,9 +22,9 @@ the run ends Failed when a service is down.
 
 from flows._routine import Routine, RoutineRun, reason, routine_flow
 from opsflow.config import Config
-from opsflow.errors import StoreUnavailable
+from opsflow.errors import RoutineIncomplete, StoreUnavailable
 from opsflow.results import Item, RoutineResult
-from tasks.probes import MAX_IN_FLIGHT, ProbeOutcome, run_deadline
+from tasks.probes import MAX_IN_FLIGHT, ProbeHeaders, ProbeOutcome, resolve_probe_headers, run_deadline
 from tasks.routine import settle
 from tasks.sla import burn_rate_checks, refresh_rollups_task
 from tasks.uptime import (
@@ -52,14 +52,29 @@ def probe_and_track(run: RoutineRun) -> list[Item]:
 
 
 def probe(config: Config) -> list[ProbeOutcome]:
-    """Every service probed once: the batches' task runs side by side, one in-flight cap in all."""
+    """Every service probed once: the batches' task runs side by side, one in-flight cap in all.
+
+    Secret headers are resolved here, once per run for all the batches (each ``{secret: NAME}`` block
+    loaded once), before any probe starts: not per probe inside the event loop, and not cached past
+    this run, so the next run sends a rotated secret."""
     services = config.services
     batches = probe_batches(services)
     deadline = run_deadline(services)
     in_flight = max(1, MAX_IN_FLIGHT // max(1, len(batches)))
     windows = {s.name: [(start, end) for start, end, _ in maintenance_windows(config, s.name)] for s in services}
+    try:
+        headers = resolve_probe_headers(services)
+    except Exception as exc:  # a Secret block missing or the API down: the run cannot probe as configured
+        raise RoutineIncomplete(f"cannot load the secrets of the probes' headers: {reason(exc)}") from None
     futures = [
-        probe_task.submit(batch, deadline, in_flight, batch_label(batch), {s.name: windows[s.name] for s in batch})
+        probe_task.submit(
+            batch,
+            deadline,
+            in_flight,
+            batch_label(batch),
+            {s.name: windows[s.name] for s in batch},
+            ProbeHeaders({s.name: headers[s.name] for s in batch if s.name in headers}),
+        )
         for batch in batches
     ]
     outcomes: list[ProbeOutcome] = []

@@ -59,21 +59,30 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_probes_import(args: argparse.Namespace) -> int:
-    from opsflow.history_csv import read_probe_csv
+    """Two streaming passes (memory flat with the file's size, SPEC §7): every row validated, then
+    all of them written in one transaction, or nothing."""
+    from opsflow.history_csv import check_probe_csv, probe_rows
     from opsflow.store import OpsStore
 
     config = _config_from(args)
-    rows = read_probe_csv(_existing_file(args.file))
-    known = {service.name for service in config.services}
-    unknown = sorted({row.service for row in rows} - known)
-    if known and unknown:
-        log.warning("importing history of services not in the config: %s", ", ".join(unknown))
+    path = _existing_file(args.file)
+    check_probe_csv(path)
     store = OpsStore.open(config)
-    count = store.write_probe_results(rows)
-    # The SLA report's rollups of the hours the imported rows touch.
-    from flows.sla_report import refresh_rollups_for_rows
+    known = [service.name for service in config.services]
+    count = store.import_probe_results(probe_rows(path), source=str(path), services=known)
+    if count.unknown:
+        log.warning("importing history of services not in the config: %s", ", ".join(count.unknown))
+    if count.spans:
+        # The SLA report's rollups of the hours the imported rows touch: each service's first and last
+        # result are what the refresh reads. The store's SQL directly, so an import does not load Prefect.
+        from opsflow import sla_store
 
-    refresh_rollups_for_rows(store, config, [(row.service, row.checked_at) for row in rows])
+        with store.connection() as conn:
+            sla_store.refresh_after_write(
+                conn,
+                {service.name: service.interval for service in config.services},
+                [(name, at) for name, first, last in count.spans for at in (first, last)],
+            )
     print(f"{args.file}: {count.rows} probe results read, {count.inserted} new, {count.unchanged} already stored")
     return EXIT_OK
 
@@ -133,12 +142,14 @@ def cmd_probes_export(args: argparse.Namespace) -> int:
 
 
 def cmd_capacity_import(args: argparse.Namespace) -> int:
-    from opsflow.history_csv import read_capacity_csv
+    """Like ``probes import``: validated in a first streaming pass, written in a second, all or nothing."""
+    from opsflow.history_csv import capacity_rows, check_capacity_csv
     from opsflow.store import OpsStore
 
     config = _config_from(args)
-    rows = read_capacity_csv(_existing_file(args.file))
-    count = OpsStore.open(config).write_capacity_samples(rows)
+    path = _existing_file(args.file)
+    check_capacity_csv(path)
+    count = OpsStore.open(config).import_capacity_samples(capacity_rows(path), source=str(path))
     print(
         f"{args.file}: {count.rows} samples read, {count.inserted} new, {count.updated} updated, "
         f"{count.unchanged} already stored"
@@ -333,7 +344,7 @@ def drill_cleanup(config: Config, database: Any, as_json: bool) -> int:
 
     from flows.dr_drill import clean_up_drills
 
-    report = clean_up_drills(database)
+    report = clean_up_drills(config, database)
     if as_json:
         print(
             json.dumps(
@@ -467,7 +478,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         for line in bootstrap(config, work_pool=False).lines:  # served deployments need no work pool
             print(line, flush=True)
 
-    serve_all(config=path, timezone=config.timezone, prepare=prepare)
+    try:
+        serve_all(config=path, timezone=config.timezone, prepare=prepare)
+    except KeyboardInterrupt:
+        # Stopping is how serving ends: a SIGTERM or Ctrl-C that comes before Prefect's runner has put in
+        # its own handler (still registering the deployments) is the same clean stop, exit 0.
+        print("opsflow serve: stopped", file=sys.stderr)
     return EXIT_OK
 
 
@@ -628,6 +644,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     if getattr(args, "config", None) is None and args.global_config is not None:
         args.config = args.global_config
+    # $OPSFLOW_HOME (default ./.opsflow) read once against the directory the command started in: the
+    # same store and spool for it after any chdir, and for the runs it starts.
+    from opsflow.embedded import anchor_home
+
+    anchor_home()
     handler: Callable[[argparse.Namespace], int] = args.handler
     received: list[int] = []
     restore = _stop_on_signals(received)

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from email.utils import parseaddr
 from pathlib import Path
@@ -105,6 +105,7 @@ __all__ = [
     "S3Source",
     "S3Storage",
     "SchemaCheck",
+    "SecretCache",
     "SecretRef",
     "SecretValue",
     "Service",
@@ -119,7 +120,9 @@ __all__ = [
     "WebhookNotification",
     "WeeklyDigest",
     "aresolve_secret",
+    "capacity_unit_problem",
     "default_config_path",
+    "expectation_problems",
     "load_config",
     "parse_config",
     "resolve_headers",
@@ -713,6 +716,11 @@ class S3Source(_Model):
     type: Literal["s3"] = "s3"
     storage: Name
     prefix: str = ""
+    measure: Literal["bytes", "objects"] = Field(
+        default="bytes",
+        description="bytes: the total size of the objects under the prefix (a size threshold); "
+        "objects: how many there are (a plain-number threshold)",
+    )
 
 
 class PrometheusSource(_Model):
@@ -771,6 +779,42 @@ class Threshold(_Model):
         if self.unit == "percent":
             return f"{self.value:g}%"
         return f"{self.value:g}"
+
+
+# The threshold units each collected source measures in, with the advice given on a mismatch. Sources
+# missing here (prometheus, import) measure in whatever the query or the imported history says: any unit fits.
+_CAPACITY_UNITS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("postgres", "database_size"): (("bytes",), "postgres database_size is a size: use a size like 500GB"),
+    ("postgres", "connections"): (
+        ("percent", "number"),
+        "postgres connections is a share of max_connections: use a percentage like 80% or a fraction like 0.8",
+    ),
+    ("filesystem", ""): (
+        ("bytes", "percent"),
+        "filesystem usage is a size or a percentage: use a size like 500GB or a percentage like 80%",
+    ),
+    ("s3", "bytes"): (("bytes",), "s3 bytes is a size: use a size like 2TB (or measure: objects to count objects)"),
+    ("s3", "objects"): (("number",), "s3 objects is a count: use a plain number like 100000"),
+}
+_UNIT_NAMES = {"bytes": "a size", "percent": "a percentage", "number": "a plain number"}
+
+
+def capacity_unit_problem(source_type: str, measure: str | None, threshold: Threshold) -> str | None:
+    """Why ``threshold`` does not fit what the source measures, or None when it does.
+
+    ``measure`` None means the source's default. Used by config validation and,
+    for configs assembled in code, again by the collector before it samples.
+
+    >>> capacity_unit_problem("postgres", None, Threshold.parse("80%"))
+    'threshold 80% is a percentage, but postgres database_size is a size: use a size like 500GB'
+    >>> capacity_unit_problem("prometheus", None, Threshold.parse("80%")) is None
+    True
+    """
+    default = {"postgres": "database_size", "s3": "bytes"}.get(source_type, "")
+    rule = _CAPACITY_UNITS.get((source_type, measure if measure is not None else default))
+    if rule is None or threshold.unit in rule[0]:
+        return None
+    return f"threshold {threshold} is {_UNIT_NAMES[threshold.unit]}, but {rule[1]}"
 
 
 class CapacityMetric(_Model):
@@ -1156,17 +1200,42 @@ def _secret_text(block: Any) -> str:
 _CREDENTIAL_HEADER = re.compile(r"authorization|token|secret|key|cookie|password", re.IGNORECASE)
 
 
-def resolve_headers(headers: Mapping[str, SecretValue]) -> dict[str, str]:
-    """HTTP headers with secret values resolved (``Authorization: {secret: api-token}``).
+class SecretCache:
+    """Secret blocks loaded at most once each, for as long as this object lives: make one per run (before
+    its loops), so a run loads each block once and the next run sees a rotated secret.
+
+    >>> SecretCache().resolve("plain") == "plain"
+    True
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, str | None] = {}
+
+    def resolve(self, value: SecretValue | None) -> str | None:
+        """:func:`resolve_secret`, loading each ``{secret: NAME}`` block once."""
+        if not isinstance(value, SecretRef):
+            return resolve_secret(value)
+        if value.secret not in self._values:
+            self._values[value.secret] = resolve_secret(value)
+        return self._values[value.secret]
+
+    def __repr__(self) -> str:  # never the values
+        return f"SecretCache({sorted(self._values)})"
+
+
+def resolve_headers(headers: Mapping[str, SecretValue], secrets: SecretCache | None = None) -> dict[str, str]:
+    """HTTP headers with secret values resolved (``Authorization: {secret: api-token}``), through
+    ``secrets`` when given (each block loaded once for all the headers of a run).
 
     Values from secret blocks and of credential-looking headers are registered
     for redaction; an ordinary ``Accept: application/json`` is not."""
+    resolve = secrets.resolve if secrets is not None else resolve_secret
     resolved: dict[str, str] = {}
     for name, value in headers.items():
         if isinstance(value, str) and not _CREDENTIAL_HEADER.search(name):
             resolved[name] = value
         else:
-            resolved[name] = resolve_secret(value) or ""
+            resolved[name] = resolve(value) or ""
     return resolved
 
 
@@ -1814,6 +1883,7 @@ def _semantic_problems(data: Mapping[str, Any]) -> _Found:
         source = metric.get("source")
         if isinstance(source, Mapping) and source.get("type") == "s3":
             check_storage(("capacity", index, "source", "storage"), source.get("storage"), need_s3=True)
+        found.extend(_capacity_unit_problems(index, metric))
 
     reports = data.get("reports")
     monthly = reports.get("monthly") if isinstance(reports, Mapping) else None
@@ -1821,7 +1891,125 @@ def _semantic_problems(data: Mapping[str, Any]) -> _Found:
         check_storage(("reports", "monthly", "storage"), monthly.get("storage"), need_s3=False)
     found.extend(_delivery_problems(data))
     found.extend(_expiry_problems(data))
+    found.extend(_expectation_problems(data, _catalog_problems))
     return found
+
+
+# Expectation fields GX sets itself: never taken from the config.
+_GX_RESERVED_KWARGS = frozenset({"id", "batch_id", "rendered_content", "meta"})
+
+
+def expectation_problems(config: Config) -> list[str]:
+    """``KEY: message`` for each expectation of ``config`` that Great Expectations' own models refuse,
+    values included (``min_value: lots``): ``data-quality``'s check before a run. Imports GX (seconds) when
+    the config has expectations; loading a config checks names and arguments only, from a snapshot
+    (:mod:`opsflow.expectations`), without GX."""
+    found = _expectation_problems(config.model_dump(by_alias=True), _expectation_problem)
+    return [f"{_dotted(path)}: {message}" for path, message in found]
+
+
+def _catalog_problems(name: str, kwargs: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    from opsflow.expectations import expectation_problems as catalog_problems
+
+    return catalog_problems(name, kwargs)
+
+
+def _expectation_problems(
+    data: Mapping[str, Any], judge: Callable[[str, Mapping[str, Any]], list[tuple[tuple[str, ...], str]]]
+) -> _Found:
+    """Each ``quality.N.expectations.M`` names a GX expectation and takes its kwargs, as ``judge`` sees
+    them: the snapshot of names and arguments when a config loads, GX's own models before a run."""
+    entries: list[tuple[tuple[str | int, ...], str, Mapping[str, Any]]] = []
+    for index, suite in _mappings(data.get("quality")):
+        for position, raw in _mappings(suite.get("expectations")):
+            normalized = isinstance(raw.get("name"), str) and not any(str(k).startswith("expect_") for k in raw)
+            if normalized:  # {name, kwargs}: a config built in code
+                name, kwargs = raw["name"], raw.get("kwargs")
+            elif len(raw) == 1:
+                ((name, kwargs),) = raw.items()
+            else:
+                continue  # the wrong shape is reported by validation
+            kwargs = {} if kwargs is None else kwargs
+            if isinstance(name, str) and name.startswith("expect_") and isinstance(kwargs, Mapping):
+                entries.append((("quality", index, "expectations", position, name), name, kwargs))
+    if not entries:
+        return []
+    found: _Found = []
+    for path, name, kwargs in entries:
+        found.extend(((*path, *key), message) for key, message in judge(name, kwargs))
+    return found
+
+
+def _expectation_problem(name: str, kwargs: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str]]:
+    """Problems of one expectation as (key path below its name, message), judged by GX's own model."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import great_expectations  # noqa: F401  (registers the expectations)
+        from great_expectations.compatibility.pydantic import ValidationError as GxValidationError
+        from great_expectations.exceptions import ExpectationNotFoundError
+        from great_expectations.expectations.registry import (
+            get_expectation_impl,
+            list_registered_expectation_implementations,
+        )
+    try:
+        model = get_expectation_impl(name)
+    except ExpectationNotFoundError:
+        close = difflib.get_close_matches(name, list_registered_expectation_implementations(), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [((), f"unknown Great Expectations expectation {name!r}{hint}")]
+    fields = [field for field in model.__fields__ if field not in _GX_RESERVED_KWARGS]
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for key in kwargs:
+        if str(key) in _GX_RESERVED_KWARGS:
+            problems.append(((str(key),), f"{key!r} is set by opsflow, not in the config"))
+    try:
+        model(**{str(k): v for k, v in kwargs.items() if str(k) not in _GX_RESERVED_KWARGS})
+    except GxValidationError as exc:
+        seen: set[tuple[str, ...]] = set()
+        errors = exc.errors()
+        if any(error["loc"] != ("__root__",) for error in errors):
+            # A model-wide rule on top of a bad field is mostly its echo ("min_value and max_value
+            # cannot both be None" for an invalid min_value): the field's own problem is enough.
+            errors = [error for error in errors if error["loc"] != ("__root__",)]
+        for error in errors:
+            key = tuple(str(part) for part in error["loc"] if part != "__root__")
+            if key in seen:  # a union reports once per member: the first says enough
+                continue
+            seen.add(key)
+            problems.append((key, _gx_error_message(error, key, fields)))
+    except Exception as exc:  # GX's own checks beyond pydantic (e.g. a bad regex): one line
+        problems.append(((), str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__))
+    return problems
+
+
+def _gx_error_message(error: Mapping[str, Any], key: tuple[str, ...], fields: list[str]) -> str:
+    kind = str(error.get("type", ""))
+    if kind == "value_error.missing":
+        return "required key is missing"
+    if kind == "value_error.extra":
+        message = f"unknown argument {key[-1]!r}" if key else "unknown argument"
+        close = difflib.get_close_matches(key[-1], fields, n=1) if key else []
+        return message + (f" (did you mean {close[0]!r}?)" if close else f"; it takes: {', '.join(fields)}")
+    return str(error.get("msg", "invalid value"))
+
+
+def _capacity_unit_problems(index: int, metric: Mapping[str, Any]) -> _Found:
+    """A threshold whose unit does not fit what the metric's source measures (``capacity_unit_problem``).
+    A source or threshold that is invalid on its own is skipped: validation reports it."""
+    source, raw = metric.get("source"), metric.get("threshold")
+    if not isinstance(source, Mapping) or not isinstance(source.get("type"), str) or raw is None:
+        return []
+    measure = source.get("measure")
+    if measure is not None and not isinstance(measure, str):
+        return []
+    try:
+        threshold = Threshold.model_validate(raw)
+    except (ValidationError, ValueError, TypeError):
+        return []
+    problem = capacity_unit_problem(source["type"], measure, threshold)
+    return [(("capacity", index, "threshold"), problem)] if problem else []
 
 
 def _delivery_problems(data: Mapping[str, Any]) -> _Found:

@@ -16,6 +16,7 @@ import contextlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,26 @@ def ensure_database(server_url: str, database: str) -> None:
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
 
 
-def home_dir(environ: dict[str, str] | None = None) -> Path:
-    """Where opsflow keeps local state: ``$OPSFLOW_HOME``, else ``./.opsflow``."""
+#: ``$OPSFLOW_HOME`` when unset: under the working directory of the command that anchors it (SPEC §4).
+DEFAULT_HOME = ".opsflow"
+
+
+def home_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where opsflow keeps local state (the embedded store, the probe spool, work directories), as an
+    absolute path: ``$OPSFLOW_HOME``, else ``./.opsflow``, a relative one read against the working
+    directory. :func:`anchor_home` fixes it once for a command and every run it starts."""
     env = os.environ if environ is None else environ
-    return Path(env.get("OPSFLOW_HOME") or ".opsflow")
+    return Path(env.get("OPSFLOW_HOME") or DEFAULT_HOME).expanduser().absolute()
+
+
+def anchor_home(environ: MutableMapping[str, str] | None = None) -> Path:
+    """Resolve ``$OPSFLOW_HOME`` (default ``./.opsflow``) to an absolute path once and set it in
+    ``environ`` (the process environment), so this process after a ``chdir`` and the runs it starts
+    (served runs inherit it; ``opsflow deploy`` writes it into the deployments) use one place."""
+    env = os.environ if environ is None else environ
+    home = home_dir(env)
+    env["OPSFLOW_HOME"] = str(home)
+    return home
 
 
 def url_with_database(url: str, database: str) -> str:

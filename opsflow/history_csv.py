@@ -5,11 +5,16 @@ Two formats (SPEC §5):
 - probes: ``service,checked_at,ok,latency_ms`` with optional ``status_code,error``;
 - capacity: ``metric,ts,value``.
 
-Every row is validated first; a file with any bad row raises :class:`CsvProblems`
-naming each bad line, so the caller imports nothing from it::
+An import reads the file twice, streaming, so memory stays flat with its size (SPEC §7):
+a first pass validates every row (a file with any bad row raises :class:`CsvProblems`
+naming each bad line, so the caller imports nothing from it), a second one yields the
+rows, with their line numbers, to the store::
 
-    rows = read_probe_csv(Path("probes.csv"))
-    rows[0].service, rows[0].ok  # ('api', True)
+    check_probe_csv(path)                  # 130000 rows, or CsvProblems
+    store.import_probe_results(probe_rows(path), source=str(path))
+
+A key repeated with different values is found by the store (it sees every row at once
+without holding them here) and said the same way: :func:`repeated_key_problems`.
 """
 
 from __future__ import annotations
@@ -155,11 +160,11 @@ CAPACITY_COLUMNS = (
 )
 
 
-def _read(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple[object, ...]]]:
-    """Yield ``(line, parsed values)`` in ``columns`` order; raise CsvProblems on any bad row."""
+def _rows(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple[object, ...]]]:
+    """Yield ``(line, parsed values)`` of each good row in ``columns`` order, streaming; after the last
+    row, raise CsvProblems if any row was bad (a header problem, bad encoding or CSV at once)."""
     problems: list[str] = []
     total_bad = 0
-    parsed: list[tuple[int, tuple[object, ...]]] = []
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         try:
@@ -175,7 +180,7 @@ def _read(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple
             if header_problems:
                 raise CsvProblems(header_problems, len(header_problems))
             position = {name: index for index, name in enumerate(names)}
-            getters = [(c, position.get(c.name)) for c in columns]
+            getters = [(c.name, c.parse, position.get(c.name)) for c in columns]
             width = len(names)
             for record in reader:
                 line = reader.line_num
@@ -188,20 +193,20 @@ def _read(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple
                     continue
                 values: list[object] = []
                 bad = False
-                for column, index in getters:
+                for name, parse, index in getters:
                     raw = record[index] if index is not None else ""
                     try:
                         if "\0" in raw:
                             raise ValueError("contains a NUL byte")
-                        values.append(column.parse(raw))
+                        values.append(parse(raw))
                     except ValueError as exc:
                         if not bad:
                             total_bad += 1
                         bad = True
                         if len(problems) < MAX_REPORTED_PROBLEMS:
-                            problems.append(f"{path}:{line}: {column.name}: {exc}")
+                            problems.append(f"{path}:{line}: {name}: {exc}")
                 if not bad:
-                    parsed.append((line, tuple(values)))
+                    yield line, tuple(values)
         except UnicodeDecodeError:
             raise CsvProblems([_not_utf8(path)], 1) from None
         except csv.Error as exc:
@@ -211,7 +216,14 @@ def _read(path: Path, columns: tuple[_Column, ...]) -> Iterator[tuple[int, tuple
             raise CsvProblems([f"{path}:{reader.line_num}: not a valid CSV row: {message}"], 1) from None
     if total_bad:
         raise CsvProblems(problems, total_bad)
-    return iter(parsed)
+
+
+def _count(rows: Iterator[object]) -> int:
+    """How many rows ``rows`` yields, keeping none of them."""
+    count = 0
+    for _ in rows:
+        count += 1
+    return count
 
 
 def _not_utf8(path: Path) -> str:
@@ -225,32 +237,67 @@ def _not_utf8(path: Path) -> str:
     return f"{path}: not UTF-8 text"
 
 
+def repeated_key_problems(source: str | Path, conflicts: list[tuple[int, int]], total: int) -> CsvProblems:
+    """The problem of rows that repeat an earlier row's key with different values: ``conflicts`` are
+    ``(line, line of the key's first row)``, the first few of ``total``."""
+    return CsvProblems(
+        [f"{source}:{line}: row repeats the key of line {first} with different values" for line, first in conflicts],
+        total,
+    )
+
+
+def check_probe_csv(path: Path) -> int:
+    """First pass of a probe import: validate every row, keeping none; return how many there are
+    (repeats included). Raises :class:`CsvProblems` on any bad row."""
+    return _count(_rows(path, PROBE_COLUMNS))
+
+
+def probe_rows(path: Path) -> Iterator[tuple[int, ProbeRow]]:
+    """Second pass of a probe import: ``(line, row)`` of each row, streaming (raises :class:`CsvProblems`
+    at the end if the file turned bad since it was checked)."""
+    for line, values in _rows(path, PROBE_COLUMNS):
+        yield line, ProbeRow(*values)  # type: ignore[arg-type]
+
+
+def check_capacity_csv(path: Path) -> int:
+    """First pass of a capacity import: validate every row, keeping none; return how many there are."""
+    return _count(_rows(path, CAPACITY_COLUMNS))
+
+
+def capacity_rows(path: Path) -> Iterator[tuple[int, CapacityRow]]:
+    """Second pass of a capacity import: ``(line, sample)`` of each row, streaming."""
+    for line, values in _rows(path, CAPACITY_COLUMNS):
+        yield line, CapacityRow(*values)  # type: ignore[arg-type]
+
+
 def _deduplicated(
     path: Path, rows: Iterator[tuple[int, tuple[object, ...]]], key_size: int
 ) -> list[tuple[object, ...]]:
     """Drop exact repeats; two rows with one key but different values are a problem."""
     seen: dict[tuple[object, ...], tuple[int, tuple[object, ...]]] = {}
-    problems: list[str] = []
-    conflicts = 0
+    conflicts: list[tuple[int, int]] = []
+    total = 0
     for line, values in rows:
         key = values[:key_size]
         earlier = seen.get(key)
         if earlier is None:
             seen[key] = (line, values)
         elif earlier[1] != values:
-            conflicts += 1
-            if len(problems) < MAX_REPORTED_PROBLEMS:
-                problems.append(f"{path}:{line}: row repeats the key of line {earlier[0]} with different values")
-    if conflicts:
-        raise CsvProblems(problems, conflicts)
+            total += 1
+            if len(conflicts) < MAX_REPORTED_PROBLEMS:
+                conflicts.append((line, earlier[0]))
+    if total:
+        raise repeated_key_problems(path, conflicts, total)
     return [values for _, values in seen.values()]
 
 
 def read_probe_csv(path: Path) -> list[ProbeRow]:
-    """All probe rows of ``path``, validated; raises :class:`CsvProblems` on any bad row."""
-    return [ProbeRow(*values) for values in _deduplicated(path, _read(path, PROBE_COLUMNS), 2)]  # type: ignore[arg-type]
+    """All probe rows of a small file, validated and in memory (an import streams instead:
+    :func:`check_probe_csv`, :func:`probe_rows`); raises :class:`CsvProblems` on any bad row."""
+    return [ProbeRow(*values) for values in _deduplicated(path, _rows(path, PROBE_COLUMNS), 2)]  # type: ignore[arg-type]
 
 
 def read_capacity_csv(path: Path) -> list[CapacityRow]:
-    """All capacity samples of ``path``, validated; raises :class:`CsvProblems` on any bad row."""
-    return [CapacityRow(*values) for values in _deduplicated(path, _read(path, CAPACITY_COLUMNS), 2)]  # type: ignore[arg-type]
+    """All capacity samples of a small file, validated and in memory (an import streams instead);
+    raises :class:`CsvProblems` on any bad row."""
+    return [CapacityRow(*values) for values in _deduplicated(path, _rows(path, CAPACITY_COLUMNS), 2)]  # type: ignore[arg-type]

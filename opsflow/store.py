@@ -16,7 +16,8 @@ Where the store is (first match wins):
 Writing imported history (a real server: not a doctest)::
 
     store = OpsStore.open(config)
-    store.write_probe_results(read_probe_csv(path))  # ImportCount(rows=130000, inserted=130000, updated=0)
+    check_probe_csv(path)  # the first pass: every row valid, or nothing is written
+    store.import_probe_results(probe_rows(path), source=str(path))  # HistoryImport(rows=130000, inserted=130000, ...)
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
+from itertools import islice
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import psycopg
@@ -36,7 +38,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from opsflow.errors import StoreUnavailable, UsageError
-from opsflow.history_csv import CapacityRow, ProbeRow
+from opsflow.history_csv import MAX_REPORTED_PROBLEMS, CapacityRow, ProbeRow, repeated_key_problems
 from opsflow.results import RoutineResult
 
 if TYPE_CHECKING:
@@ -50,6 +52,8 @@ STORE_DATABASE = "opsflow"
 CONNECT_TIMEOUT_SECONDS = 10
 _MIGRATION_LOCK = "opsflow.migrate"
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+#: A history import sends its rows in COPYs of this many (all in one transaction).
+IMPORT_CHUNK_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,16 @@ class ImportCount:
     @property
     def unchanged(self) -> int:
         return self.rows - self.inserted - self.updated
+
+
+@dataclass(frozen=True)
+class HistoryImport(ImportCount):
+    """An imported file's counts (``rows``: distinct keys), with, for a probe import, each of the
+    named services' first and last result in the file (the rollup hours to refresh) and the first
+    few services it holds that were not named."""
+
+    spans: tuple[tuple[str, datetime, datetime], ...] = ()
+    unknown: tuple[str, ...] = ()
 
 
 def bundled_migrations() -> list[Migration]:
@@ -135,11 +149,105 @@ def store_url_problem(url: str) -> str | None:
     return None
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _copy_in_chunks(conn: psycopg.Connection, statement: str, rows: Iterable[Sequence[object]]) -> int:
+    """COPY ``rows`` with ``statement``, :data:`IMPORT_CHUNK_ROWS` at a time (psycopg streams each
+    COPY's data as it is written: nothing accumulates); return how many rows went."""
+    remaining = iter(rows)
+    total = 0
+    with conn.cursor() as cursor:
+        while True:
+            sent = 0
+            with cursor.copy(statement) as copy:
+                for row in islice(remaining, IMPORT_CHUNK_ROWS):
+                    copy.write_row(row)
+                    sent += 1
+            total += sent
+            if sent < IMPORT_CHUNK_ROWS:
+                return total
+
+
+def _refuse_conflicting_repeats(
+    conn: psycopg.Connection, table: str, key: str, values: str, source: str, copied: int
+) -> int:
+    """The number of distinct keys among ``copied`` staged rows; raises CsvProblems (``source:LINE``)
+    when a key comes again with different ``values`` than its first row. One hash aggregate when no
+    key repeats (the usual file); the window over the repeated keys only when some do."""
+    row = conn.execute(
+        f"""select count(*), coalesce(sum(n - 1), 0)
+            from (select count(*) as n from {table} group by {key} having count(*) > 1) repeated"""  # noqa: S608
+    ).fetchone()
+    repeats = int(row[1]) if row else 0
+    if not repeats:
+        return copied
+    conflicts = conn.execute(
+        f"""select line, first_line, count(*) over () from (
+                select line, first_value(line) over w as first_line,
+                       row({values}) is distinct from first_value(row({values})) over w as differs
+                from {table}
+                where ({key}) in (select {key} from {table} group by {key} having count(*) > 1)
+                window w as (partition by {key} order by line)) lines
+            where differs order by line limit %s""",  # noqa: S608 - fixed texts
+        (MAX_REPORTED_PROBLEMS,),
+    ).fetchall()
+    if conflicts:
+        raise repeated_key_problems(source, [(line, first) for line, first, _ in conflicts], int(conflicts[0][2]))
+    return copied - repeats
+
+
 def _unquoted(exc: BaseException) -> str:
     """libpq's first line of ``exc`` with every quoted text (a token of the URL) left out."""
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
     return re.sub(r'"[^"]*"', '"..."', text)
+
+
+#: What an update of the probe states stores: ``(states, opened, closed)``, as ``save_probe_states`` takes them.
+ProbeStateChanges = tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]
+_PROBE_STATE_LOCK = "opsflow.probe_state"
+
+
+def _read_probe_states(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            """select coalesce(s.service, i.service) as service,
+                      coalesce(s.consecutive_failures, 0) as consecutive_failures,
+                      s.first_failure_at, i.opened_at as incident_opened_at, s.last_checked_at
+               from opsflow.probe_state s
+               full join (select service, opened_at from opsflow.incidents where closed_at is null) i
+                      on i.service = s.service"""
+        ).fetchall()
+    return {row["service"]: row for row in rows}
+
+
+def _write_probe_states(
+    conn: psycopg.Connection,
+    states: Sequence[Mapping[str, Any]],
+    opened: Sequence[Mapping[str, Any]],
+    closed: Sequence[Mapping[str, Any]],
+) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            """insert into opsflow.probe_state (service, consecutive_failures, first_failure_at, last_checked_at)
+               values (%(service)s, %(consecutive_failures)s, %(first_failure_at)s, %(last_checked_at)s)
+               on conflict (service) do update set consecutive_failures = excluded.consecutive_failures,
+                   first_failure_at = excluded.first_failure_at, last_checked_at = excluded.last_checked_at""",
+            states,
+        )
+        cur.executemany(
+            """update opsflow.incidents set closed_at = %(closed_at)s
+               where service = %(service)s and closed_at is null""",
+            closed,
+        )
+        cur.executemany(
+            """insert into opsflow.incidents (service, opened_at, closed_at, last_error)
+               values (%(service)s, %(opened_at)s, %(closed_at)s, %(last_error)s) on conflict do nothing""",
+            [{"closed_at": None, **row} for row in opened],
+        )
 
 
 class OpsStore:
@@ -350,6 +458,103 @@ class OpsStore:
         inserted = sum(1 for (is_new,) in written if is_new)
         return ImportCount(rows=len(rows), inserted=inserted, updated=len(written) - inserted)
 
+    def import_probe_results(
+        self, rows: Iterable[tuple[int, ProbeRow]], source: str, services: Sequence[str] = ()
+    ) -> HistoryImport:
+        """Import a history file's ``(line, row)`` pairs (streamed, see ``history_csv.probe_rows``) in one
+        transaction: all or nothing. The rows go in COPYs of :data:`IMPORT_CHUNK_ROWS` to a temporary
+        table, so memory here stays flat with the file's size; PostgreSQL then refuses a key repeated
+        with different values (a :class:`CsvProblems` naming ``source`` and the lines), drops exact
+        repeats, creates the months' partitions and skips rows already stored. ``services`` (the
+        configured ones) get their ``spans``; others in the file are ``unknown``."""
+        with self._importing("probe results") as conn:
+            conn.execute(
+                """create temp table probe_import (line integer not null, service text not null,
+                       checked_at timestamptz not null, ok boolean not null, latency_ms double precision,
+                       status_code integer, error text) on commit drop"""
+            )
+            copied = _copy_in_chunks(
+                conn,
+                "copy probe_import (line, service, checked_at, ok, latency_ms, status_code, error) from stdin",
+                ((line, *row) for line, row in rows),
+            )
+            distinct = _refuse_conflicting_repeats(
+                conn, "probe_import", "service, checked_at", "ok, latency_ms, status_code, error", source, copied
+            )
+            conn.execute(
+                """select opsflow.ensure_probe_partition(month)
+                   from (select distinct date_trunc('month', checked_at, 'UTC') as month from probe_import) months"""
+            )
+            # Exact repeats within the file are skipped like rows already stored (do nothing, not update).
+            inserted = conn.execute(
+                """insert into opsflow.probe_results (service, checked_at, ok, latency_ms, status_code, error)
+                   select service, checked_at, ok, latency_ms, status_code, error from probe_import
+                   on conflict (service, checked_at) do nothing"""
+            ).rowcount
+            spans = conn.execute(
+                """select service, min(checked_at), max(checked_at) from probe_import
+                   where service = any(%s::text[]) group by service order by service""",
+                (list(services),),
+            ).fetchall()
+            unknown = []
+            if services:
+                unknown = conn.execute(
+                    """select distinct service from probe_import where service <> all(%s::text[])
+                       order by service limit %s""",
+                    (list(services), MAX_REPORTED_PROBLEMS + 1),
+                ).fetchall()
+        return HistoryImport(
+            rows=distinct,
+            inserted=inserted,
+            spans=tuple((name, first, last) for name, first, last in spans),
+            unknown=tuple(name for (name,) in unknown),
+        )
+
+    def import_capacity_samples(self, rows: Iterable[tuple[int, CapacityRow]], source: str) -> HistoryImport:
+        """Import a history file's ``(line, sample)`` pairs like :meth:`import_probe_results` (one
+        transaction, chunked COPYs, repeats checked by PostgreSQL); a sample for an existing
+        (metric, ts) replaces its value."""
+        with self._importing("samples") as conn:
+            conn.execute(
+                """create temp table capacity_import (line integer not null, metric text not null,
+                       ts timestamptz not null, value double precision not null) on commit drop"""
+            )
+            copied = _copy_in_chunks(
+                conn,
+                "copy capacity_import (line, metric, ts, value) from stdin",
+                ((line, *row) for line, row in rows),
+            )
+            distinct = _refuse_conflicting_repeats(conn, "capacity_import", "metric, ts", "value", source, copied)
+            # An upsert may not touch one row twice: exact repeats go first (only when there are any).
+            chosen = (
+                "select metric, ts, value from capacity_import"
+                if distinct == copied
+                else "select distinct on (metric, ts) metric, ts, value from capacity_import order by metric, ts, line"
+            )
+            # xmax = 0 tells a fresh insert from an update of an existing row; counted there, not fetched.
+            row = conn.execute(
+                f"""with written as (
+                        insert into opsflow.capacity_samples (metric, ts, value) {chosen}
+                        on conflict (metric, ts) do update set value = excluded.value
+                        where capacity_samples.value is distinct from excluded.value
+                        returning (xmax = 0) as is_new)
+                    select count(*) filter (where is_new), count(*) from written"""  # noqa: S608 - fixed texts
+            ).fetchone()
+        inserted, written = (int(row[0]), int(row[1])) if row else (0, 0)
+        return HistoryImport(rows=distinct, inserted=inserted, updated=written - inserted)
+
+    @contextmanager
+    def _importing(self, what: str) -> Iterator[psycopg.Connection]:
+        """The import's one transaction; the store lost or refusing midway is said in one line (exit 3),
+        and rolls everything back."""
+        try:
+            with self.connection() as conn:
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"ops store lost during the import, nothing written: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"the ops store refused the {what}, nothing written: {_first_line(exc)}") from None
+
     # -- alerts -------------------------------------------------------------------
 
     def alert_states(self, routine: str) -> list[dict[str, Any]]:
@@ -413,17 +618,19 @@ class OpsStore:
 
     def probe_states(self) -> dict[str, dict[str, Any]]:
         """Each service's failure run and open incident: ``consecutive_failures, first_failure_at,
-        incident_opened_at, last_checked_at`` by service."""
-        with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(
-                """select coalesce(s.service, i.service) as service,
-                          coalesce(s.consecutive_failures, 0) as consecutive_failures,
-                          s.first_failure_at, i.opened_at as incident_opened_at, s.last_checked_at
-                   from opsflow.probe_state s
-                   full join (select service, opened_at from opsflow.incidents where closed_at is null) i
-                          on i.service = s.service"""
-            ).fetchall()
-        return {row["service"]: row for row in rows}
+        incident_opened_at, last_checked_at`` by service. To change them, :meth:`update_probe_states`."""
+        with self.connection() as conn:
+            return _read_probe_states(conn)
+
+    def update_probe_states(self, update: Callable[[dict[str, dict[str, Any]]], ProbeStateChanges]) -> None:
+        """Read the probe states (as :meth:`probe_states`), hand them to ``update`` and store what it returns
+        (as :meth:`save_probe_states`), in one transaction under a transaction-level advisory lock of this
+        store: two probe runs at once (the scheduled one and a manual one) take turns, so neither loses the
+        other's failures nor opens an incident the other opened. ``update`` may run again on a retry."""
+        with self.connection() as conn:
+            conn.execute("select pg_advisory_xact_lock(hashtext(%s))", (_PROBE_STATE_LOCK,))
+            states, opened, closed = update(_read_probe_states(conn))
+            _write_probe_states(conn, states, opened, closed)
 
     def save_probe_states(
         self,
@@ -437,24 +644,8 @@ class OpsStore:
         ``opened``: ``service, opened_at, last_error`` and optionally ``closed_at`` (opened and closed by
         results written together, e.g. spooled ones); ``closed``: ``service, closed_at``.
         """
-        with self.connection() as conn, conn.cursor() as cur:
-            cur.executemany(
-                """insert into opsflow.probe_state (service, consecutive_failures, first_failure_at, last_checked_at)
-                   values (%(service)s, %(consecutive_failures)s, %(first_failure_at)s, %(last_checked_at)s)
-                   on conflict (service) do update set consecutive_failures = excluded.consecutive_failures,
-                       first_failure_at = excluded.first_failure_at, last_checked_at = excluded.last_checked_at""",
-                states,
-            )
-            cur.executemany(
-                """update opsflow.incidents set closed_at = %(closed_at)s
-                   where service = %(service)s and closed_at is null""",
-                closed,
-            )
-            cur.executemany(
-                """insert into opsflow.incidents (service, opened_at, closed_at, last_error)
-                   values (%(service)s, %(opened_at)s, %(closed_at)s, %(last_error)s) on conflict do nothing""",
-                [{"closed_at": None, **row} for row in opened],
-            )
+        with self.connection() as conn:
+            _write_probe_states(conn, states, opened, closed)
 
     def incidents(self, service: str | None = None) -> list[dict[str, Any]]:
         """Incidents, oldest first: ``service, opened_at, closed_at, last_error``."""
@@ -474,6 +665,34 @@ class OpsStore:
                     "select count(*) from opsflow.probe_results where service = %s", (service,)
                 ).fetchone()
         return int(row[0]) if row else 0
+
+    def capacity_metrics_with_samples(self, metrics: Sequence[str]) -> set[str]:
+        """Those of ``metrics`` that have at least one stored sample."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                """select m from unnest(%s::text[]) m
+                   where exists (select 1 from opsflow.capacity_samples s where s.metric = m)""",
+                (list(metrics),),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def capacity_series(
+        self, metrics: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, tuple[list[datetime], list[float]]]:
+        """Samples of each of ``metrics`` in ``(start, end]``, in time order, as ``(times, values)``; one
+        query for all of them (a weekly forecast of a thousand metrics reads ~2 M rows)."""
+        series: dict[str, tuple[list[datetime], list[float]]] = {metric: ([], []) for metric in metrics}
+        with self.connection() as conn, conn.cursor() as cursor:
+            cursor.execute(
+                """select metric, ts, value from opsflow.capacity_samples
+                   where metric = any(%s) and ts > %s and ts <= %s order by metric, ts""",
+                (list(metrics), start, end),
+            )
+            for metric, ts, value in cursor:
+                times, values = series[metric]
+                times.append(ts)
+                values.append(value)
+        return series
 
     def count_capacity_samples(self, metric: str | None = None) -> int:
         with self.connection() as conn:

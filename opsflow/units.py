@@ -251,6 +251,19 @@ def format_size(num_bytes: int | float) -> str:
     return f"{_trim(num_bytes, 2)}B"
 
 
+def format_quantity(value: float, unit: str) -> str:
+    """A metric's value in its threshold's unit (``bytes``, ``percent``, ``number``), for check details.
+
+    >>> [format_quantity(v, u) for v, u in ((1.5e9, "bytes"), (81.234, "percent"), (0.8, "number"), (5000.0, "number"))]
+    ['1.5GB', '81.2%', '0.8', '5000']
+    """
+    if unit == "bytes":
+        return format_size(value)
+    if unit == "percent":
+        return f"{_trim(value, 1)}%"
+    return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.6g}"
+
+
 def format_local_time(moment: datetime, zone: tzinfo) -> str:
     """An instant for people to read, in ``zone`` (the config's timezone) to the second, with the zone's
     abbreviation, for check details: ``2026-12-05 13:58:22 CET``. Fractions of a second are dropped.

@@ -14,10 +14,18 @@ Per backup set, each check a named result with a human detail:
 - ``encryption`` — S3 reports server-side encryption on the newest (when required);
 - ``restore`` — the newest restores into a throwaway PostgreSQL (when ``restore_test``).
 
+A run sees only the backups written at or before its "now" (``--as-of``): one in the past is judged on
+the backups that existed then, for every check and metric.
+
 ``checksum``, ``readable`` and ``restore`` read whole objects, so each object
 is verified once and recorded in the ledger (``opsflow.backup_verifications``);
 a later run re-reads it only when its size or ETag changed or
 ``reverify_after`` has passed. Checks that do not apply are left out.
+
+Each set is verified in a work directory of its own in the system temp dir, marked with the process
+that owns it (host, pid, its start time); a run killed outright leaves it, with a restore test's
+PostgreSQL still running in it, and the next run removes it (:func:`remove_restore_leftovers`, one
+WARNING line) — never one whose process still runs.
 
 The pure checks take plain values and are tested directly; :func:`verify_backup_set`
 does the I/O and is wrapped by the thin task :data:`verify_backup_set_task`.
@@ -25,9 +33,11 @@ does the I/O and is wrapped by the thin task :data:`verify_backup_set_task`.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import itertools
+import json
 import logging
 import shutil
 import statistics
@@ -35,7 +45,7 @@ import subprocess
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,6 +57,7 @@ from prefect.states import State
 
 from opsflow.config import BackupSet, Retention, Storage
 from opsflow.embedded import EmbeddedPostgres, client_bin, pg_restore_command
+from opsflow.owners import owner_alive, owner_marker, stop_postmaster
 from opsflow.redact import redact
 from opsflow.results import Check, Item, worst
 from opsflow.store import OpsStore
@@ -79,16 +90,24 @@ def backups_of(objects: Sequence[StoredObject]) -> list[StoredObject]:
     )
 
 
+def backups_as_of(backups: Sequence[StoredObject], now: datetime) -> list[StoredObject]:
+    """Those of ``backups`` written at or before ``now`` (a run ``--as-of`` the past sees only those)."""
+    return [o for o in backups if o.written_at <= now]
+
+
 def is_folder_marker(obj: StoredObject) -> bool:
     """A zero-byte object key ending in ``/`` (an S3 console "folder"), not a directory-format dump."""
     return obj.key.endswith("/") and obj.size == 0 and not obj.is_directory
 
 
-def check_present(backups: Sequence[StoredObject], where: str, skipped: Sequence[str] = ()) -> Check:
-    """At least one backup; ``warn`` naming what the listing skipped (a dangling symlink...) when it skipped any."""
+def check_present(backups: Sequence[StoredObject], where: str, skipped: Sequence[str] = (), later: int = 0) -> Check:
+    """At least one backup; ``warn`` naming what the listing skipped (a dangling symlink...) when it skipped any.
+    ``later`` backups were written after the run's "now" (an ``--as-of`` in the past) and are not counted."""
     noted = ""
     if skipped:
         noted = "; " + "; ".join(skipped[:3]) + (f" (+{len(skipped) - 3} more skipped)" if len(skipped) > 3 else "")
+    if later:
+        noted += f"; {later} written after the as-of time not counted"
     if not backups:
         return _check("present", "fail", f"no backup under {where}{noted}", observed=0, expected=1)
     status = "warn" if skipped else "ok"
@@ -336,6 +355,61 @@ def count_rows(url: str) -> dict[str, int]:
     return counts
 
 
+# -- work directories, and what killed runs left -------------------------------------------
+
+#: A verification's work directory (downloads, the restore test's throwaway PostgreSQL) in the system
+#: temp dir, and the marker in it naming the process that owns it (as drill work directories have).
+WORKDIR_PREFIX = "opsflow-verify-"
+WORKDIR_MARKER = "opsflow-verify.json"
+
+
+def verification_root() -> Path:
+    """Where verification work directories live (the system temp dir; ``TMPDIR`` moves it)."""
+    return Path(tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def verification_workdir() -> Iterator[Path]:
+    """A fresh work directory with its owner marker (host, pid, pid_started); removed afterwards. A run
+    killed outright (SIGKILL) leaves it, and the restore test's server, to :func:`remove_restore_leftovers`."""
+    workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=verification_root())).resolve()
+    try:
+        (workdir / WORKDIR_MARKER).write_text(json.dumps(owner_marker()) + "\n")
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def remove_restore_leftovers() -> list[str]:
+    """Remove the work directories (and stop the restore tests' PostgreSQL servers) of verifications
+    whose process is gone (killed outright); never one whose process still runs, nor one made on
+    another host. Returns what was removed; says so in one WARNING line."""
+    removed: list[str] = []
+    problems: list[str] = []
+    for marker in sorted(verification_root().glob(f"{WORKDIR_PREFIX}*/{WORKDIR_MARKER}")):
+        workdir = marker.parent
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(info, dict) or owner_alive(info) is not False:
+            continue
+        stopped = [pid.parent for pid in sorted(workdir.glob("*/*/postmaster.pid")) if stop_postmaster(pid.parent)]
+        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir.exists():
+            problems.append(f"could not delete {workdir}")
+            continue
+        server = ", stopped its restore-test PostgreSQL" if stopped else ""
+        removed.append(f"{workdir} (its run, pid {info.get('pid')}, is gone{server})")
+    if removed or problems:
+        log.warning(
+            "backup-verification: removed %d leftovers of killed runs: %s",
+            len(removed),
+            "; ".join(removed + problems),
+        )
+    return removed
+
+
 # -- one object, one set ------------------------------------------------------------------
 
 
@@ -447,10 +521,12 @@ def verify_backup_set(
     is_s3 = storage_settings.type == "s3"
     where = f"{backup.storage}:{backup.prefix or '/'}"
     try:
-        backups = backups_of(storage.list(backup.prefix))
+        listed = backups_of(storage.list(backup.prefix))
     except PermanentFailure as exc:
         return SetVerification(Item(name=backup.name, checks=[_check("present", "fail", str(exc))]), [])
-    checks = [check_present(backups, where, storage.skipped)]
+    # "Now" is the run's as-of: a backup written after it did not exist yet, for every check (SPEC §5).
+    backups = backups_as_of(listed, now)
+    checks = [check_present(backups, where, storage.skipped, later=len(listed) - len(backups))]
     metrics: dict[str, Any] = {"count": len(backups)}
     if not backups:
         return SetVerification(Item(name=backup.name, checks=checks, metrics=metrics), [])
@@ -466,7 +542,7 @@ def verify_backup_set(
 
     verdicts: dict[str, list[tuple[str, Check]]] = {name: [] for name in DEEP_CHECKS}
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="opsflow-verify-") as scratch:
+    with verification_workdir() as scratch:
         for obj in backups:
             earlier = ledger.get(obj.key)
             restore = backup.restore_test and obj is newest

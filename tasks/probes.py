@@ -20,14 +20,14 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from opsflow.config import Service, resolve_headers
+from opsflow.config import SecretCache, Service, resolve_headers
 from opsflow.history_csv import ProbeRow
 from opsflow.redact import redact
 from opsflow.units import format_duration
@@ -204,8 +204,28 @@ async def _read_body(response: httpx.Response) -> tuple[bytes, bool]:
     return bytes(body), False
 
 
-async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcome:
-    """Request ``service.url`` and judge status, body, latency; read the certificate's expiry on HTTPS."""
+class ProbeHeaders(dict[str, dict[str, str]]):
+    """Each service's request headers by service name, secrets resolved (:func:`resolve_probe_headers`).
+    Its repr names the headers, never their values."""
+
+    def __repr__(self) -> str:
+        return f"ProbeHeaders({ {service: sorted(headers) for service, headers in self.items()} })"
+
+
+def resolve_probe_headers(services: Sequence[Service], secrets: SecretCache | None = None) -> ProbeHeaders:
+    """The configured headers of every service, each secret block loaded once (through one
+    :class:`SecretCache` for the call unless given). Call it once per run, before probing: never inside
+    the event loop, where a block's load would stall every probe in flight."""
+    secrets = SecretCache() if secrets is None else secrets
+    return ProbeHeaders({s.name: resolve_headers(s.headers, secrets) for s in services if s.headers})
+
+
+async def probe_http(
+    client: httpx.AsyncClient, service: Service, headers: Mapping[str, str] | None = None
+) -> ProbeOutcome:
+    """Request ``service.url`` and judge status, body, latency; read the certificate's expiry on HTTPS.
+    ``headers``: the service's headers, secrets resolved (:func:`resolve_probe_headers`); None sends the
+    plain ones only (a secret is never loaded here, inside the event loop)."""
     if service.url is None:
         raise ValueError(f"service {service.name!r} has no url: probe it with probe_tcp")
     checked_at = datetime.now(UTC)
@@ -215,7 +235,9 @@ async def probe_http(client: httpx.AsyncClient, service: Service) -> ProbeOutcom
         # httpx's own time-outs end a hung connect, TLS handshake or read cleanly; the outer one is a backstop
         # (cancelling a TLS handshake from outside leaks its transport).
         async with asyncio.timeout(service.timeout + BACKSTOP_SECONDS):
-            headers = resolve_headers(service.headers)
+            if headers is None:
+                headers = {name: value for name, value in service.headers.items() if isinstance(value, str)}
+            headers = dict(headers)
             request = client.build_request(service.method, str(service.url), headers=headers, timeout=service.timeout)
             response = await _send_following_redirects(client, request, headers)
             try:
@@ -289,12 +311,20 @@ def new_client(services: Sequence[Service]) -> httpx.AsyncClient:
 
 
 async def probe_all(
-    services: Sequence[Service], deadline: float | None = None, max_in_flight: int = MAX_IN_FLIGHT
+    services: Sequence[Service],
+    deadline: float | None = None,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    headers: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[ProbeOutcome]:
     """Probe every service concurrently, at most ``max_in_flight`` at a time; a probe still running at
-    ``deadline`` seconds is a time-out."""
+    ``deadline`` seconds is a time-out. ``headers``: each service's headers as :func:`resolve_probe_headers`
+    gives them (resolved once per run, before this); None resolves them here once, in a worker thread,
+    before the first probe."""
     if not services:
         return []
+    if headers is None:
+        headers = await asyncio.to_thread(resolve_probe_headers, services)
+    resolved = headers
     deadline = run_deadline(services) if deadline is None else deadline
     run_ends = asyncio.get_running_loop().time() + deadline  # one deadline for the run, queueing included
     in_flight = asyncio.Semaphore(max_in_flight)
@@ -305,7 +335,9 @@ async def probe_all(
             try:
                 async with asyncio.timeout_at(run_ends):
                     async with in_flight:
-                        return await (probe_http(client, service) if service.url else probe_tcp(service))
+                        if service.url:
+                            return await probe_http(client, service, resolved.get(service.name, {}))
+                        return await probe_tcp(service)
             except TimeoutError:
                 return ProbeOutcome(
                     service.name,

@@ -1,7 +1,7 @@
 """The SLA report's work (SPEC §5 sla-report, §6): per-service figures, checks, rendering inputs.
 
 Plain functions first (``compute_sla``), thin ``@task`` wrappers below. The
-figures come from PostgreSQL (``tasks/sla_store.py``): weekly, daily and hourly
+figures come from PostgreSQL (``opsflow/sla_store.py``): weekly, daily and hourly
 rollups for whole UTC weeks, days and hours outside maintenance, raw rows for the
 rest, so they equal the raw-row answer. ``RULES`` states the rules in every report.
 """
@@ -20,11 +20,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from opsflow import sla_store
 from opsflow.config import Config, Service
 from opsflow.results import Check, Item, RoutineResult, format_instant
 from opsflow.store import OpsStore
 from opsflow.units import format_duration
-from tasks import sla_store
 from tasks.periods import Period
 from tasks.retry import IO_RETRIES, TransientFailure
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 import psycopg
 from prefect import task
@@ -22,10 +23,10 @@ from opsflow.config import Config, Service
 from opsflow.history_csv import ProbeRow
 from opsflow.results import Check, Item
 from opsflow.spool import ProbeSpool
-from opsflow.store import ImportCount, OpsStore
+from opsflow.store import ImportCount, OpsStore, ProbeStateChanges
 from opsflow.units import format_duration, format_local_time
 from tasks.incidents import IncidentEvent, ServiceState, advance, in_maintenance
-from tasks.probes import ProbeOutcome, outcome_metrics, probe_all
+from tasks.probes import ProbeHeaders, ProbeOutcome, outcome_metrics, probe_all
 from tasks.retry import IO_RETRIES
 from tasks.routine import finding_state
 
@@ -169,10 +170,12 @@ def probe_task(
     max_in_flight: int,
     label: str,
     maintenance: dict[str, list[tuple[datetime, datetime]]],
+    headers: ProbeHeaders | None = None,
 ) -> list[ProbeOutcome] | State[list[ProbeOutcome]]:
     """Probe a batch at once; Failed naming the services that are down. Not retried: a probe's result
-    is a measurement, a failure included."""
-    outcomes = asyncio.run(probe_all(services, deadline, max_in_flight))
+    is a measurement, a failure included. ``headers``: the batch's headers, secrets resolved once for the
+    run by the flow (:func:`tasks.probes.resolve_probe_headers`)."""
+    outcomes = asyncio.run(probe_all(services, deadline, max_in_flight, headers))
     return finding_state(outcomes, down(outcomes, maintenance))
 
 
@@ -273,8 +276,24 @@ def track_incidents(
     store: OpsStore, config: Config, outcomes: list[ProbeOutcome], spooled: Sequence[ProbeRow] = ()
 ) -> list[Item]:
     """Advance incident state in the store by the spooled results (in time order), then this run's probes;
-    return each service's item."""
-    stored = store.probe_states()
+    return each service's item. The read, the advance and the write are one transaction under the store's
+    probe-state lock (:meth:`OpsStore.update_probe_states`): two probe runs at once take turns."""
+    items: list[Item] = []
+
+    def update(stored: dict[str, dict[str, Any]]) -> ProbeStateChanges:
+        changes, update = advance_incidents(config, outcomes, spooled, stored)
+        items[:] = update.items
+        return changes
+
+    store.update_probe_states(update)
+    return items
+
+
+def advance_incidents(
+    config: Config, outcomes: Sequence[ProbeOutcome], spooled: Sequence[ProbeRow], stored: dict[str, dict[str, Any]]
+) -> tuple[ProbeStateChanges, IncidentUpdate]:
+    """The stored probe states advanced by the spooled results, then by ``outcomes``: what to store
+    (``states, opened, closed``) and each service's item."""
     previous = {
         name: ServiceState(
             service=name,
@@ -305,17 +324,13 @@ def track_incidents(
             opened[(event.service, event.opened_at)]["closed_at"] = event.at
         else:
             closed.append({"service": event.service, "closed_at": event.at})
-    store.save_probe_states(
-        [
-            {
-                "service": s.service,
-                "consecutive_failures": s.consecutive_failures,
-                "first_failure_at": s.first_failure_at,
-                "last_checked_at": checked[s.service].checked_at,
-            }
-            for s in states
-        ],
-        list(opened.values()),
-        closed,
-    )
-    return update.items
+    states_rows = [
+        {
+            "service": s.service,
+            "consecutive_failures": s.consecutive_failures,
+            "first_failure_at": s.first_failure_at,
+            "last_checked_at": checked[s.service].checked_at,
+        }
+        for s in states
+    ]
+    return (states_rows, list(opened.values()), closed), update

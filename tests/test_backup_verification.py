@@ -6,12 +6,16 @@ import base64
 import gzip
 import hashlib
 import json
+import signal
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 import pytest
 
@@ -27,6 +31,8 @@ from tests.test_notify import latest_artifact
 
 NOW = datetime(2026, 11, 22, 6, tzinfo=UTC)
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture(scope="session")
@@ -188,7 +194,6 @@ def test_sql_gz_and_pg_basebackup_use_their_own_readers(tmp_path: Path, pg_serve
 
 
 def test_pg_basebackup_is_verified_against_its_manifest(tmp_path: Path, pg_server_url: str) -> None:
-    import subprocess
 
     from opsflow.embedded import client_bin
 
@@ -491,6 +496,8 @@ def test_second_run_over_an_unchanged_set_downloads_nothing(
     s3_client.put_object(
         Bucket="prod-backups", Key="postgres/orders/orders-new.dump", Body=dumps["custom"], ChecksumAlgorithm="SHA256"
     )
+    # written that night, before the run's "now" (a backup written after it does not exist yet for the run)
+    s3_server.set_last_modified("prod-backups", "postgres/orders/orders-new.dump", NOW.replace(hour=2) + DAY)
     s3_server.clear()
     verify_backup_set(backup, s3_settings(s3_server), NOW + DAY, store.latest_verifications("orders-db"))
     assert [r.key for r in s3_server.downloads("prod-backups")] == ["postgres/orders/orders-new.dump"]
@@ -589,3 +596,137 @@ def test_symlinks_that_dangle_or_leave_the_storage_are_skipped_with_a_warning(
     assert "orders/zz-passwd.dump: skipped, a symlink leading out of the storage directory" in present.detail
     assert "orders/zz-outside.dump: skipped" in present.detail
     assert "orders/zz-dangling.dump: skipped, a symlink to nothing" in present.detail
+
+
+def test_a_run_as_of_the_past_judges_the_backups_that_existed_then(
+    prefect_api: None,
+    tmp_path: Path,
+    s3_client: Any,
+    s3_server: S3Server,
+    dumps: dict[str, bytes],
+    store: OpsStore,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--as-of`` before the newest object's LastModified: that object did not exist yet, so ``fresh``,
+    ``size`` and the metrics are the older backup's (a 30h-old full dump: stale), not the later small one's."""
+    s3_client.create_bucket(Bucket="prod-backups")
+    older, later = "postgres/orders/orders-older.dump", "postgres/orders/orders-later.dump"
+    for key, data, when in ((older, dumps["custom"], NOW - 30 * 3600 * SECOND), (later, dumps["small"], NOW + HOUR)):
+        s3_client.put_object(Bucket="prod-backups", Key=key, Body=data, ChecksumAlgorithm="SHA256")
+        s3_server.set_last_modified("prod-backups", key, when)
+    config = tmp_path / "opsflow.yaml"
+    config.write_text(
+        f"storages:\n  s3main: {{type: s3, bucket: prod-backups, endpoint_url: '{s3_server.url}'}}\n"
+        "backups:\n"
+        "  - {name: orders-db, storage: s3main, prefix: postgres/orders/, max_age: 26h, min_size: 1KB,"
+        " size_drop: 50%, retention: {days: 30, min_count: 1}}\n"
+    )
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    code = run(["run", "backup-verification", "--config", str(config), "--as-of", NOW.isoformat(), "--json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 1
+    (item,) = document["items"]
+    checks = {c["check"]: c for c in item["checks"]}
+    assert checks["fresh"]["status"] == "fail"
+    assert checks["fresh"]["detail"] == "newest backup is 30h old, limit 26h"
+    assert checks["size"]["status"] == "ok"  # the later, much smaller dump is not compared
+    assert checks["present"]["status"] == "ok"
+    assert "1 written after the as-of time not counted" in checks["present"]["detail"]
+    assert item["metrics"]["newest_key"] == older
+    assert item["metrics"]["newest_bytes"] == len(dumps["custom"])
+    assert item["metrics"]["count"] == 1
+    assert item["metrics"]["age_seconds"] == 30 * 3600
+    # only what existed then was read and recorded in the ledger
+    with psycopg.connect(pg_url) as conn:
+        keys = [row[0] for row in conn.execute("select key from opsflow.backup_verifications")]
+    assert keys == [older]
+
+
+HOLD_A_RESTORE_SERVER = """
+import sys, time
+from tasks.backups import verification_workdir
+from opsflow.embedded import EmbeddedPostgres
+with verification_workdir() as scratch:
+    if sys.argv[1] == "server":  # as verify_backup_set lays it out: SCRATCH/N/restore-pg
+        (scratch / "0").mkdir()
+        EmbeddedPostgres.start(scratch / "0" / "restore-pg", keep_running=False)
+    print(scratch, flush=True)
+    try:
+        time.sleep(600)
+    except KeyboardInterrupt:  # SIGINT: stop as a run does, its work directory (and server) removed
+        pass
+"""
+
+
+def hold_restore_workdir(kind: str) -> tuple[subprocess.Popen[str], Path]:
+    """A process holding a verification work directory (with, for ``server``, a restore test's running
+    embedded PostgreSQL), as a backup-verification run in the middle of its restore test does."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLD_A_RESTORE_SERVER, kind],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    assert line, "the holding process did not start"
+    return process, Path(line)
+
+
+def postmaster_of(pgdata: Path) -> psutil.Process | None:
+    try:
+        process = psutil.Process(int((pgdata / "postmaster.pid").read_text().split()[0]))
+    except (OSError, ValueError, psutil.Error):
+        return None
+    return process if process.is_running() and process.status() != psutil.STATUS_ZOMBIE else None
+
+
+def test_a_restore_test_server_left_by_a_killed_run_is_removed_by_the_next_run_never_a_live_ones(
+    prefect_api: None,
+    tmp_path: Path,
+    dumps: dict[str, bytes],
+    store: OpsStore,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    killed, killed_dir = hold_restore_workdir("server")
+    alive, alive_dir = hold_restore_workdir("dir")
+    try:
+        pgdata = killed_dir / "0" / "restore-pg"
+        server = postmaster_of(pgdata)
+        assert server is not None  # the restore test's PostgreSQL is up
+        killed.send_signal(signal.SIGKILL)  # no finally, no atexit: its server and work directory stay
+        killed.wait(10)
+        assert postmaster_of(pgdata) is not None and killed_dir.exists()
+
+        write_backup(tmp_path / "backups" / "orders", "orders.dump", dumps["custom"], NOW - HOUR)
+        config = tmp_path / "opsflow.yaml"
+        config.write_text(
+            f"storages:\n  local: {{type: filesystem, path: '{tmp_path / 'backups'}'}}\n"
+            "backups:\n  - {name: orders-db, storage: local, prefix: orders/, min_size: 1KB,"
+            " retention: {days: 30, min_count: 1}}\n"
+        )
+        monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+        assert run(["run", "backup-verification", "--config", str(config), "--as-of", NOW.isoformat()]) == 0
+        err = capsys.readouterr().err
+        assert "WARNING" in err and "backup-verification: removed" in err
+        assert f"{killed_dir} (its run, pid {killed.pid}, is gone, stopped its restore-test PostgreSQL)" in err
+        server.wait(30)  # the orphaned postmaster was stopped ...
+        assert not killed_dir.exists()  # ... and its work directory deleted
+        assert alive_dir.exists() and str(alive_dir) not in err  # a running verification's is left alone
+        assert alive.poll() is None
+    finally:
+        for process in (killed, alive):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)  # its finally removes its work directory (and server)
+                process.wait(60)
+            if process.stdout is not None:
+                process.stdout.close()
+        if postmaster_of(killed_dir / "0" / "restore-pg") is not None:
+            from opsflow.owners import stop_postmaster
+
+            stop_postmaster(killed_dir / "0" / "restore-pg")
+    assert not alive_dir.exists()

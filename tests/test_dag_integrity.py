@@ -30,8 +30,9 @@ EXAMPLE_TIMEZONE = load_config(PROJECT / "opsflow.example.yaml", environ={}).tim
 # What a deployment leaves to whoever starts a run, as FLOW/NAME -> a value for it: the on-demand drill's
 # database is asked for by the UI's parameter form (or given by `opsflow drill NAME --remote`).
 FILLED_AT_RUN_TIME: dict[str, dict[str, Any]] = {"dr-drill/on-demand": {"drill": {"database": "orders"}}}
-# Tasks deliberately without retries: a probe's result is a measurement (a failed probe is data, not an error).
-NOT_RETRIED = {"probe_task"}
+# Tasks deliberately without retries: a probe's result is a measurement (a failed probe is data, not an error);
+# a forecast is pure computation on samples already read (a retry would compute the same).
+NOT_RETRIED = {"probe_task", "forecast_task"}
 
 
 def test_there_are_deployments() -> None:

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
+import opsflow.store as store_module
 from opsflow.cli import run
+from opsflow.errors import StoreUnavailable
+from opsflow.history_csv import CsvProblems, ProbeRow, check_probe_csv, probe_rows
 from opsflow.store import OpsStore
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -327,3 +334,168 @@ def test_export_refuses_bad_times_and_writes_nothing_when_the_store_is_down(
     assert run(["probes", "export", "--output", str(target)]) == 3
     assert "s3cret" not in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- streaming: memory flat with the file's size, all or nothing across COPY chunks (SPEC §7) --------
+
+
+def import_peak_rss_mb(path: Path, kind: str = "probes") -> float:
+    """Peak RSS in MB of ``opsflow KIND import PATH`` run as its own process (``wait4``: that child's own
+    figure, not the largest of every child pytest ever had)."""
+    with (path.parent / f"{path.name}.out").open("w+b") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "opsflow", kind, "import", str(path)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        assert process.returncode == 0, output.read().decode(errors="replace")
+    return usage.ru_maxrss / 1024
+
+
+def test_an_import_streams_its_memory_does_not_grow_with_the_file(store_env: OpsStore, tmp_path: Path) -> None:
+    # 200,000 rows (~10 MB): holding them as Python objects took ~13x the file (a 43 MB CSV peaked at 552 MB).
+    small = write_probe_csv(tmp_path / "small.csv", 2_000, services=5)
+    big = write_probe_csv(tmp_path / "big.csv", 200_000, services=5)
+    assert big.stat().st_size > 9_000_000
+    small_peak = import_peak_rss_mb(small)
+    big_peak = import_peak_rss_mb(big)
+    assert store_env.count_probe_results() == 200_000  # the small file's rows are the big one's first
+    assert big_peak - small_peak < 15, f"peak RSS {small_peak:.0f} MB for 2,000 rows, {big_peak:.0f} MB for 200,000"
+
+
+def test_capacity_import_streams_too(store_env: OpsStore, tmp_path: Path) -> None:
+    def samples(path: Path, rows: int) -> Path:
+        with path.open("w") as handle:
+            handle.write("metric,ts,value\n")
+            for index in range(rows):
+                handle.write(f"m-{index % 50},{(T0 + timedelta(hours=index // 50)).isoformat()},{index}.5\n")
+        return path
+
+    small_peak = import_peak_rss_mb(samples(tmp_path / "small.csv", 2_000), "capacity")
+    big_peak = import_peak_rss_mb(samples(tmp_path / "big.csv", 250_000), "capacity")
+    assert store_env.count_capacity_samples() == 250_000
+    assert big_peak - small_peak < 15, f"peak RSS {small_peak:.0f} MB for 2,000 rows, {big_peak:.0f} MB for 250,000"
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """COPY chunks of 1,000 rows, so a few thousand rows span several of them."""
+    monkeypatch.setattr(store_module, "IMPORT_CHUNK_ROWS", 1_000)
+    return 1_000
+
+
+def test_a_row_the_store_refuses_after_several_chunks_leaves_nothing_written(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], small_chunks: int
+) -> None:
+    # A constraint of the store's that the file does not know: PostgreSQL refuses the last row only.
+    with store_env.connection() as conn:
+        conn.execute("alter table opsflow.probe_results add constraint no_svc_2 check (service <> 'svc-2')")
+    path = tmp_path / "probes.csv"
+    write_probe_csv(path, 5_000, services=2)
+    with path.open("a") as handle:
+        handle.write("svc-2,2026-12-01T00:00:00Z,true,1,200,\n")
+    assert run(["probes", "import", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "opsflow: the ops store refused the probe results, nothing written:"
+        ' new row for relation "probe_results_2026_12" violates check constraint "no_svc_2"'
+    ], err
+    assert store_env.count_probe_results() == 0
+    with store_env.connection() as conn:  # not even the partitions of the months it would have filled
+        partitions = conn.execute(
+            "select count(*) from pg_inherits where inhparent = 'opsflow.probe_results'::regclass"
+        )
+        assert partitions.fetchone() == (0,)
+
+
+def test_the_store_lost_in_the_middle_of_the_copy_leaves_nothing_written(
+    store_env: OpsStore, pg_url: str, tmp_path: Path, small_chunks: int
+) -> None:
+    path = write_probe_csv(tmp_path / "probes.csv", 5_000)
+    check_probe_csv(path)
+    sent = 0
+
+    def rows_then_kill() -> Iterator[tuple[int, ProbeRow]]:
+        nonlocal sent
+        for pair in probe_rows(path):
+            sent += 1
+            if sent == 2_500:  # two chunks copied, the third under way: its server process is killed
+                with psycopg.connect(pg_url, autocommit=True) as other:
+                    killed = other.execute(
+                        """select pg_terminate_backend(pid) from pg_stat_activity
+                           where datname = current_database() and pid <> pg_backend_pid()
+                             and query like 'copy probe_import%'"""
+                    ).fetchall()
+                assert killed == [(True,)]
+            yield pair
+
+    with pytest.raises(StoreUnavailable, match=r"^ops store lost during the import, nothing written: "):
+        store_env.import_probe_results(rows_then_kill(), source=str(path))
+    assert 2_500 <= sent < 5_000  # stopped at the loss, the rest of the file not read
+    assert store_env.count_probe_results() == 0
+
+
+def test_a_file_that_turns_bad_between_the_passes_leaves_nothing_written(
+    store_env: OpsStore, tmp_path: Path, small_chunks: int
+) -> None:
+    path = write_probe_csv(tmp_path / "probes.csv", 3_500)
+    assert check_probe_csv(path) == 3_500
+    with path.open("a") as handle:  # appended while the first pass was done: found by the second
+        handle.write("api,2026-11-01T00:05:00Z,maybe,12,200,\n")
+    with pytest.raises(CsvProblems, match=r":3502: ok: expected true or false, got 'maybe'"):
+        store_env.import_probe_results(probe_rows(path), source=str(path))
+    assert store_env.count_probe_results() == 0
+
+
+def test_repeats_in_the_file_across_chunks_are_dropped_or_refused_by_the_store(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], small_chunks: int
+) -> None:
+    path = write_probe_csv(tmp_path / "probes.csv", 3_000)
+    lines = path.read_text().splitlines(keepends=True)
+    # Line 2 again at the end (an exact repeat, 2 chunks later): dropped, counted once.
+    path.write_text("".join([*lines, lines[1]]))
+    assert run(["probes", "import", str(path)]) == 0
+    assert "3000 probe results read, 3000 new, 0 already stored" in capsys.readouterr().out
+    # Line 3's key again with other values, twice: both named, with the line that has the key first.
+    changed = lines[2].replace(",true,", ",false,", 1)
+    assert changed != lines[2]
+    path.write_text("".join([*lines, changed, lines[1], changed]))
+    assert run(["probes", "import", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:3002: row repeats the key of line 3 with different values",
+        f"{path}:3004: row repeats the key of line 3 with different values",
+    ]
+    assert store_env.count_probe_results() == 3_000
+
+
+def test_capacity_repeats_in_the_file_are_dropped_or_refused(
+    store_env: OpsStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cap.csv"
+    path.write_text("metric,ts,value\ndisk,2026-11-01T00:00:00Z,1\ndisk,2026-11-01T01:00:00+01:00,1\n")
+    assert run(["capacity", "import", str(path)]) == 0  # one instant, written two ways
+    assert "1 samples read, 1 new, 0 updated, 0 already stored" in capsys.readouterr().out
+    path.write_text(
+        "metric,ts,value\ndisk,2026-11-01T00:00:00Z,1\ncpu,2026-11-01T00:00:00Z,3\ndisk,2026-11-01T00:00:00Z,2\n"
+    )
+    assert run(["capacity", "import", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == f"{path}:4: row repeats the key of line 2 with different values"
+    assert store_env.count_capacity_samples() == 1
+
+
+def test_an_import_refreshes_the_rollups_of_configured_services_and_warns_of_others(
+    store_env: OpsStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "opsflow.yaml"
+    config.write_text("services:\n  - name: svc-0\n    url: http://127.0.0.1:9/health\n    interval: 60s\n")
+    path = write_probe_csv(tmp_path / "probes.csv", 3 * 180)  # three services, 3 hours each
+    assert run(["probes", "import", "--config", str(config), str(path)]) == 0
+    assert "importing history of services not in the config: svc-1, svc-2" in caplog.messages
+    with store_env.connection() as conn:
+        hours = conn.execute("select service, count(*) from opsflow.probe_hourly group by service").fetchall()
+    assert dict(hours).keys() == {"svc-0"}
+    assert dict(hours)["svc-0"] >= 3

@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from flows._routine import routine_result
+from opsflow import sla_store
 from opsflow.config import Config
 from opsflow.history_csv import ProbeRow
 from opsflow.store import OpsStore
-from tasks import sla_store
 from tasks.periods import Period, PeriodError, ZoneInfo, parse_period, previous_period
 from tasks.sla import compute_sla, percentile_from_histogram, service_checks
 
@@ -637,7 +637,8 @@ def test_the_csv_is_written_atomically_under_an_absolute_out_dir(
     generated: dict[str, list[ProbeRow]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flows.sla_report import output_dir, sla_report
+    from flows.sla_report import sla_report
+    from opsflow.files import output_dir
 
     home = tmp_path / "home"
     monkeypatch.setenv("OPSFLOW_HOME", str(home))

@@ -404,3 +404,114 @@ def test_an_incident_opened_and_closed_within_spooled_results_is_stored_closed(s
     track_incidents.fn(store, config, [outcome("api", T0 + 5 * minute, False)], spooled)
     assert store.probe_states()["api"]["consecutive_failures"] == 3
     assert len(store.incidents("api")) == 2
+
+
+def test_two_probe_runs_at_once_neither_loses_the_others_failure(store: OpsStore, pg_url: str) -> None:
+    """The deployed every-minute run and a manual ``opsflow run uptime-probe`` advance the same service's
+    failure run at once. The test holds an EXCLUSIVE lock on ``probe_state`` (reads pass, writes wait) until
+    both runs are waiting on a lock, so without the probe-state lock both read 0 failures and both write 1."""
+    import threading
+
+    import psycopg
+
+    config = Config(services=[service("api", url="https://api.example.com/", failure_threshold=2)])
+    minute = timedelta(minutes=1)
+    errors: list[BaseException] = []
+    items: list[list[object]] = []
+
+    def one_run(at: datetime) -> None:
+        try:
+            items.append(track_incidents.fn(store, config, [outcome("api", at, False)]))
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("lock table opsflow.probe_state in exclusive mode")
+        runs = [threading.Thread(target=one_run, args=(T0 + n * minute,)) for n in range(2)]
+        for thread in runs:
+            thread.start()
+        deadline = time.monotonic() + 30
+        with psycopg.connect(pg_url, autocommit=True) as watcher:
+            while True:
+                (waiting,) = watcher.execute(
+                    """select count(*) from pg_stat_activity where datname = current_database()
+                       and wait_event_type = 'Lock'"""
+                ).fetchone()  # type: ignore[misc]
+                if waiting >= 2:
+                    break
+                assert time.monotonic() < deadline, "the two runs never both reached the store"
+                time.sleep(0.05)
+        holder.commit()  # releases the table lock: the runs go on
+    for thread in runs:
+        thread.join(30)
+    assert not errors, errors
+    assert store.probe_states()["api"]["consecutive_failures"] == 2
+    incidents = store.incidents("api")
+    assert len(incidents) == 1 and incidents[0]["closed_at"] is None
+    assert len(items) == 2
+
+
+def test_secret_headers_are_loaded_once_per_run_outside_the_event_loop_and_rotate_next_run(
+    prefect_api: None,
+    tmp_path: Path,
+    pg_url: str,
+    store: OpsStore,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three services share one Secret block for their Authorization header, one has another block too:
+    each block is loaded once per run (real blocks on the Prefect test server; the spy only counts and
+    passes the call on), never while an event loop runs, and a rotated secret is sent by the next run."""
+    from prefect.blocks.system import Secret
+
+    Secret(value="Bearer tok-first-1111").save("opsflow-test-probe-token", overwrite=True)
+    Secret(value="other-2222").save("opsflow-test-other-token", overwrite=True)
+    loads: list[tuple[str, bool]] = []
+    original_load, original_aload = Secret.load, Secret.aload
+
+    def in_event_loop() -> bool:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return True
+
+    def load(name: str, *args: object, **kwargs: object) -> object:
+        loads.append((name, in_event_loop()))
+        return original_load(name, *args, **kwargs)
+
+    async def aload(name: str, *args: object, **kwargs: object) -> object:
+        loads.append((name, True))
+        return await original_aload(name, *args, **kwargs)
+
+    monkeypatch.setattr(Secret, "load", load)
+    monkeypatch.setattr(Secret, "aload", aload)
+    monkeypatch.setenv("OPSFLOW_STORE_URL", pg_url)
+    with HttpTarget() as target:
+        token = "{secret: opsflow-test-probe-token}"
+        config = tmp_path / "opsflow.yaml"
+        config.write_text(
+            "services:\n"
+            + "".join(
+                f"  - {{name: {name}, url: '{target.url(f'/health?{name}')}', headers: {{Authorization: {token}}}}}\n"
+                for name in ("a", "b")
+            )
+            + f"  - {{name: c, url: '{target.url('/health?c')}', headers: {{Authorization: {token},"
+            " X-Other-Key: {secret: opsflow-test-other-token}}}\n"
+        )
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 0
+        assert sorted(loads) == [("opsflow-test-other-token", False), ("opsflow-test-probe-token", False)]
+        sent = [{k.lower(): v for k, v in headers.items()} for _, headers in target.requests]
+        assert len(sent) == 3 and {h["authorization"] for h in sent} == {"Bearer tok-first-1111"}
+        assert [h.get("x-other-key") for h in sent].count("other-2222") == 1
+
+        # Rotated: the next run loads it again and sends the new value (no cache across runs).
+        Secret(value="Bearer tok-second-3333").save("opsflow-test-probe-token", overwrite=True)
+        loads.clear()
+        target.server.requests.clear()  # type: ignore[attr-defined]
+        assert run(["run", "uptime-probe", "--config", str(config)]) == 0
+        assert sorted(loads) == [("opsflow-test-other-token", False), ("opsflow-test-probe-token", False)]
+        sent = [{k.lower(): v for k, v in headers.items()} for _, headers in target.requests]
+        assert len(sent) == 3 and {h["authorization"] for h in sent} == {"Bearer tok-second-3333"}
+    err = capsys.readouterr().err
+    assert "tok-first-1111" not in err and "tok-second-3333" not in err and "other-2222" not in err

@@ -30,7 +30,7 @@ in the flow's ``finally`` and, for cancelled or crashed runs, in the flow's
 hooks (:func:`remove_flow_run_targets`, found by flow run id).
 
 Drill start (the zero of RTO and the instant of RPO) is when the drill begins
-recovering: after the concurrency slot is held and leftovers are removed, just
+recovering: after the database's drill slot is held and leftovers are removed, just
 before the backup is selected.
 
 The package, one module a step or concern (this module re-exports their public names):
@@ -45,7 +45,7 @@ The package, one module a step or concern (this module re-exports their public n
 - :mod:`~tasks.drill.validate` — :func:`validate_restore` (tables, SQL checks, pg_amcheck);
 - :mod:`~tasks.drill.leftovers` — :func:`teardown`, ``--keep``, and the sweep for leftovers;
 - :mod:`~tasks.drill.record` — :class:`DrillRecord`, the ``cleanup`` check, the item;
-- :mod:`~tasks.drill.slot` — one drill per database (:func:`drill_slot`);
+- :mod:`~tasks.drill.slot` — one drill per database (:func:`drill_slot`, a lock in the ops store);
 - :mod:`~tasks.drill.sql` — every statement the drill runs on a drill server and on a restored database;
 - :mod:`~tasks.drill.tasks` — the thin tasks;
 - :mod:`~tasks.drill.common` — what they share (logger, check order, small helpers).
@@ -81,7 +81,7 @@ from tasks.drill.names import (
 )
 from tasks.drill.record import DrillRecord, DrillStopped, cleanup_check, refused_item, settle_leftovers, target_metrics
 from tasks.drill.restore import MIN_RESTORE_TIMEOUT_SECONDS, Restored, restore_backup
-from tasks.drill.slot import DrillBusy, drill_slot, ensure_slot, ensure_slot_task
+from tasks.drill.slot import drill_slot, slot_if_free
 from tasks.drill.targets import (
     STOP_TIMEOUT_SECONDS,
     Target,
@@ -114,7 +114,7 @@ from tasks.drill.validate import (
 )
 
 # Every public name of the drill, as ``from tasks.drill import X`` has always offered. Not the slot's
-# SLOT_WAIT_SECONDS and SLOT_LEASE_SECONDS: drill_slot reads them in tasks.drill.slot, so patch them there.
+# SLOT_WAIT_SECONDS: drill_slot reads it in tasks.drill.slot, so patch it there.
 __all__ = [
     "CHECK_ORDER",
     "CONNECT_TIMEOUT_SECONDS",
@@ -124,7 +124,6 @@ __all__ = [
     "STOP_TIMEOUT_SECONDS",
     "WORKDIR_PREFIX",
     "Downloaded",
-    "DrillBusy",
     "DrillClock",
     "DrillRecord",
     "DrillStopped",
@@ -150,8 +149,6 @@ __all__ = [
     "drill_root",
     "drill_slot",
     "endpoint",
-    "ensure_slot",
-    "ensure_slot_task",
     "finish_target",
     "forbidden_databases",
     "is_scratch_database_of",
@@ -175,6 +172,7 @@ __all__ = [
     "select_backup",
     "select_backup_task",
     "settle_leftovers",
+    "slot_if_free",
     "slot_name",
     "start_amcheck",
     "stop_embedded",

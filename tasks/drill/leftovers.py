@@ -6,21 +6,31 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psutil
 import psycopg
 
 from opsflow.config import Database
+from opsflow.owners import owner_alive
+from opsflow.results import format_instant
 from tasks.drill.clock import Phase
 from tasks.drill.common import _first_line, log
-from tasks.drill.names import MARKER, WORKDIR_PREFIX, is_scratch_database_of, scratch_prefix
-from tasks.drill.sql import SCRATCH_DATABASES
-from tasks.drill.targets import TargetPlan, _connect_server, _drop_database, drill_root, stop_embedded
+from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, is_scratch_database_of, scratch_prefix
+from tasks.drill.roles import RESTORE_ROLE_PREFIX, restore_role_name
+from tasks.drill.sql import RESTORE_ROLES, SCRATCH_DATABASES, drop_role
+from tasks.drill.targets import (
+    TargetPlan,
+    _connect_server,
+    _drop_database,
+    comment_scratch_database,
+    drill_root,
+    stop_embedded,
+)
 from tasks.retry import TransientFailure
 
 
@@ -62,10 +72,26 @@ def teardown(plan: TargetPlan) -> Teardown:
 
 
 def keep_target(plan: TargetPlan) -> Teardown:
-    """``--keep``: only the download goes; the target stays up for an engineer to look at."""
+    """``--keep``: only the download goes; the target stays up for an engineer to look at, marked as kept
+    (its drill is over: ``--cleanup`` may remove it even while the process that ran the drill lives on)."""
     started = time.monotonic()
     shutil.rmtree(plan.workdir / "download", ignore_errors=True)
-    return Teardown(removed=[], problems=[], phase=Phase.since("teardown", started))
+    problems = []
+    try:
+        mark_kept(plan)
+    except (OSError, psycopg.Error, TransientFailure) as exc:
+        problems.append(f"could not mark {plan.scratch} as kept: {_first_line(exc)}")
+    return Teardown(removed=[], problems=problems, phase=Phase.since("teardown", started))
+
+
+def mark_kept(plan: TargetPlan) -> None:
+    """Record in the target's markers (work directory, scratch database comment) that its drill finished."""
+    kept_at = format_instant(datetime.now(UTC))
+    marker = plan.workdir / MARKER
+    info = _read_json(marker.read_text()) if marker.exists() else {}
+    marker.write_text(json.dumps({**info, "kept_at": kept_at}, indent=2) + "\n")
+    if plan.kind == "server":
+        comment_scratch_database(plan.drill_server, plan.scratch, {**info, "opsflow": "dr-drill", "kept_at": kept_at})
 
 
 def finish_target(plan: TargetPlan, keep: bool) -> Teardown:
@@ -79,17 +105,6 @@ def _read_json(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _owner_alive(info: Mapping[str, Any]) -> bool | None:
-    """Whether the drill that made something is still running: None when it ran on another host."""
-    if info.get("host") != socket.gethostname():
-        return None
-    try:
-        process = psutil.Process(int(info.get("pid", -1)))
-        return abs(process.create_time() - float(info.get("pid_started", 0))) < 1.0
-    except (psutil.Error, ValueError, TypeError):
-        return False
 
 
 @dataclass
@@ -131,14 +146,19 @@ class LeftoverReport:
 
 
 def _removable(info: Mapping[str, Any], holding_slot: bool) -> tuple[bool, str]:
-    if info.get("keep"):
+    """Whether a target ``info`` describes may go, and why. Never while its drill runs: a drill on this host
+    is alive by its pid; one elsewhere is known to be over only when no drill of the database holds the
+    slot (``holding_slot``: the sweeper holds it). A ``--keep`` target is fair game once its drill finished."""
+    if info.get("kept_at"):
         return True, "kept by --keep"
-    alive = _owner_alive(info)
+    alive = owner_alive(info) if info else None
     if alive:
         return False, f"in use by the running drill pid {info.get('pid')}"
     if alive is False:
         return True, f"its drill (pid {info.get('pid')}) is gone"
-    return holding_slot, "no drill of this database is running" if holding_slot else "made on another host"
+    if holding_slot:
+        return True, "no drill of this database is running"
+    return False, "a drill of this database is running, and this was made on another host or has no marker"
 
 
 def remove_workdir_leftovers(
@@ -177,7 +197,7 @@ def remove_workdir_leftovers(
             report.problems.append(f"could not delete {workdir}")
         else:
             report.removed.append(str(workdir))
-            if info.get("keep"):
+            if info.get("kept_at"):
                 report.kept.append(str(workdir))
     return report
 
@@ -193,7 +213,9 @@ def remove_server_leftovers(
     report = LeftoverReport()
     with _connect_server(server_url) as conn:
         rows = conn.execute(SCRATCH_DATABASES, (scratch_prefix(database),)).fetchall()
-    for datname, comment, connections in rows:
+        if flow_run_id is None:
+            _remove_orphan_roles(conn, report)
+    for datname, comment in rows:
         if not is_scratch_database_of(datname, database):
             continue
         info = _read_json(comment)
@@ -203,20 +225,36 @@ def remove_server_leftovers(
             if info.get("flow_run_id") != flow_run_id:
                 continue
         else:
-            removable, why = _removable(info, holding_slot) if info else (holding_slot, "no drill marker")
-            if not removable and _owner_alive(info) is None and not connections:
-                removable = True  # made elsewhere (or unmarked), and nobody is connected to it
+            removable, why = _removable(info, holding_slot)
             if not removable:
                 report.skipped.append(f"{datname} ({why})")
                 continue
         try:
             _drop_database(server_url, datname)
             report.removed.append(datname)
-            if info.get("keep"):
+            if info.get("kept_at"):
                 report.kept.append(datname)
         except (psycopg.Error, TransientFailure) as exc:
             report.problems.append(f"{datname}: {_first_line(exc)}")
     return report
+
+
+def _remove_orphan_roles(conn: psycopg.Connection, report: LeftoverReport) -> None:
+    """Restore roles whose scratch database is gone (a drill killed between dropping the two). A role is
+    created after its database and dropped after it, so one without its database belongs to no drill."""
+    roles = [row[0] for row in conn.execute(RESTORE_ROLES, (RESTORE_ROLE_PREFIX,)).fetchall()]
+    if not roles:
+        return
+    databases = {row[0] for row in conn.execute(SCRATCH_DATABASES, (DB_PREFIX,)).fetchall()}
+    owned = {restore_role_name(name) for name in databases}
+    for role in roles:
+        if role in owned:
+            continue
+        try:
+            conn.execute(drop_role(role))
+            report.removed.append(f"role {role}")
+        except psycopg.Error as exc:
+            report.problems.append(f"role {role}: {_first_line(exc)}")
 
 
 def remove_leftovers(database: Database, target: str, *, holding_slot: bool) -> LeftoverReport:

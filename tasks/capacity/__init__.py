@@ -1,0 +1,1 @@
+"""Capacity trends: collecting resource metrics and forecasting when each runs out."""

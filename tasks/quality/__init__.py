@@ -1,0 +1,1 @@
+"""Data-quality checks: Great Expectations suites and the history checks GX lacks."""
