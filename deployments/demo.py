@@ -58,6 +58,7 @@ from deployments.demo_data import (
     shop_backups,
     stale_backups,
     upload_backups,
+    write_certificates,
     write_config,
 )
 from deployments.demo_services import (
@@ -359,6 +360,7 @@ class Demo:
             shop_size=database_size(shop_url),
             warehouse_url=create_warehouse(server_url),
         )
+        write_certificates(self.demo_dir)
         write_config(self.config_path, demo_config(endpoints))
         if self.stopping.is_set():
             return

@@ -12,7 +12,7 @@ import random
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,39 @@ insert into analytics.daily_revenue
     select d::date, 180 + (extract(doy from d)::int * 7) % 40, 12000 + (extract(doy from d)::int * 131) % 3000
     from generate_series(current_date - 89, current_date, interval '1 day') d;
 """
+
+
+def write_certificates(demo_dir: Path) -> None:
+    """The certificates the demo's ``expiry-check`` reads as files: a VPN gateway's that expires in 20
+    days (a warning), and an internal CA's good for years."""
+    write_certificate(demo_dir / "certs" / "vpn.pem", "vpn.shop.example", 20)
+    write_certificate(demo_dir / "certs" / "ca.pem", "Shop Internal CA", 900)
+
+
+def write_certificate(path: Path, common_name: str, valid_days: int) -> Path:
+    """A self-signed PEM certificate for ``common_name`` that expires ``valid_days`` from now (the demo's
+    ``expiry-check`` reads it as a file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=365))
+        .not_valid_after(now + timedelta(days=valid_days))
+        .sign(key, hashes.SHA256())
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return path
 
 
 def create_warehouse(server_url: str) -> str:
@@ -450,6 +483,34 @@ def demo_config(where: DemoEndpoints) -> dict[str, Any]:
                 "schema": {"allow_new_columns": False},
             },
         ],
+        "expiry": {
+            "warn_within": "30d",
+            "fail_within": "7d",
+            "certificates": [
+                {"name": "vpn-gateway", "file": str(where.demo_dir / "certs" / "vpn.pem")},
+                {"name": "internal-ca", "file": str(where.demo_dir / "certs" / "ca.pem")},
+            ],
+            "items": [
+                {
+                    "name": "pagerduty-contract",
+                    "expires": (date.today() + timedelta(days=5)).isoformat(),
+                    "owner": "ops-leads@example.com",
+                    "kind": "contract",
+                },
+                {
+                    "name": "shop-example-domain",
+                    "expires": (date.today() + timedelta(days=200)).isoformat(),
+                    "owner": "it@example.com",
+                    "kind": "domain",
+                },
+                {
+                    "name": "db-backup-license",
+                    "expires": (date.today() + timedelta(days=25)).isoformat(),
+                    "owner": "dba@example.com",
+                    "kind": "license",
+                },
+            ],
+        },
         "digests": {"daily": {"to": ["oncall@example.com"]}, "weekly": {"to": ["ops-leads@example.com"]}},
         "reports": {"monthly": {"to": ["stakeholders@example.com"], "out_dir": str(where.demo_dir / "reports")}},
     }

@@ -22,6 +22,7 @@ ROUTINES: dict[str, str] = {
     "capacity-collect": "flows.capacity_collect:capacity_collect",
     "capacity-trends": "flows.capacity_trends:capacity_trends",
     "data-quality": "flows.data_quality:data_quality",
+    "expiry-check": "flows.expiry_check:expiry_check",
 }
 
 # Flows with a command of their own rather than `opsflow run` (`opsflow drill`): flow name -> "module:flow function"

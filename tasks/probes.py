@@ -114,13 +114,13 @@ def _socket_error(exc: BaseException) -> str | None:
     return None
 
 
-def _target(host: str, port: int | None) -> str:
+def host_port(host: str, port: int | None) -> str:
     host = host.strip("[]")
     shown = f"[{host}]" if ":" in host else host
     return shown if port is None else f"{shown}:{port}"
 
 
-def _error(exc: BaseException, target: str | None = None) -> str:
+def connection_error(exc: BaseException, target: str | None = None) -> str:
     """One line for a probe that got no answer: ``CLASS: what happened (HOST:PORT)``.
 
     Socket errors read the same for HTTP and TCP probes (``ConnectError: connection refused
@@ -130,7 +130,7 @@ def _error(exc: BaseException, target: str | None = None) -> str:
     if target is None and isinstance(exc, httpx.RequestError):
         try:
             url = exc.request.url  # the request that failed: after a redirect, not the configured URL
-            target = _target(url.host, url.port or {"https": 443, "http": 80}.get(url.scheme))
+            target = host_port(url.host, url.port or {"https": 443, "http": 80}.get(url.scheme))
         except RuntimeError:  # no request attached
             target = None
     short = _socket_error(exc)
@@ -257,7 +257,7 @@ async def probe_http(
             error=f"Timeout: no {phase} within {format_duration(service.timeout)}",
         )
     except httpx.HTTPError as exc:
-        return ProbeOutcome(service.name, checked_at, False, None, error=_error(exc))
+        return ProbeOutcome(service.name, checked_at, False, None, error=connection_error(exc))
     latency_ms = (time.perf_counter() - started) * 1000
     status = response.status_code
 
@@ -295,7 +295,9 @@ async def probe_tcp(service: Service) -> ProbeOutcome:
             error=f"Timeout: no connection within {format_duration(service.timeout)}",
         )
     except OSError as exc:
-        return ProbeOutcome(service.name, checked_at, False, None, error=_error(exc, _target(host, int(port))))
+        return ProbeOutcome(
+            service.name, checked_at, False, None, error=connection_error(exc, host_port(host, int(port)))
+        )
     return ProbeOutcome(service.name, checked_at, True, (time.perf_counter() - started) * 1000)
 
 

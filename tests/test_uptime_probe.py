@@ -88,16 +88,16 @@ def test_connect_failures_read_the_same_for_tcp_and_http_probes() -> None:
         "ConnectError: name resolution failed (nosuch.invalid:443)",
     )
     # Other socket errors read alike; a TLS failure keeps its own message.
-    from tasks.probes import _error
+    from tasks.probes import connection_error
 
     unreachable = OSError(errno.EHOSTUNREACH, "No route to host")
-    assert _error(unreachable, "10.0.0.9:5432") == "ConnectError: host unreachable (10.0.0.9:5432)"
+    assert connection_error(unreachable, "10.0.0.9:5432") == "ConnectError: host unreachable (10.0.0.9:5432)"
     wrapped = httpx.ConnectError("All connection attempts failed", request=httpx.Request("GET", "http://[::1]:81/"))
     wrapped.__cause__ = OSError(errno.ENETUNREACH, "Network is unreachable")
-    assert _error(wrapped) == "ConnectError: network unreachable ([::1]:81)"
+    assert connection_error(wrapped) == "ConnectError: network unreachable ([::1]:81)"
     tls = httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate")
     tls.__cause__ = ssl.SSLCertVerificationError(1, "certificate verify failed")
-    assert _error(tls).startswith("ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED]")
+    assert connection_error(tls).startswith("ConnectError: [SSL: CERTIFICATE_VERIFY_FAILED]")
 
 
 def test_a_hanging_target_does_not_hold_the_run_past_its_deadline() -> None:
