@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "probe-upkeep": "bench.probe_upkeep",
     "capacity": "bench.capacity",
     "data-quality": "bench.data_quality",
+    "monthly-report": "bench.monthly_report",
 }
 
 

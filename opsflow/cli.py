@@ -203,6 +203,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return report_routine(args.routine, state, as_json=args.json, timezone=config.timezone)
 
 
+def cmd_report_monthly(args: argparse.Namespace) -> int:
+    """``opsflow report monthly``: the ``monthly-report`` routine in this process; files only unless ``--send``."""
+    from datetime import UTC
+
+    config = _config_from(args)
+    path = default_config_path(args.config, os.environ)
+    config_path = str(path.resolve()) if path.exists() else None
+    from flows.registry import load_routine, preflight
+
+    params: dict[str, Any] = {"month": args.month, "send": args.send, "out_dir": args.out}
+    preflight("monthly-report", config, params, datetime.now(UTC))
+    flow = load_routine("monthly-report")
+    quiet_terminal()
+    state = flow(config_path=config_path, return_state=True, **params)
+    return report_routine("monthly-report", state, as_json=args.json, timezone=config.timezone)
+
+
 def cmd_sla_rebuild_rollups(args: argparse.Namespace) -> int:
     """Rebuild the SLA report's hourly, daily and weekly rollups from the raw probe results."""
     from flows.sla_report import rebuild_rollups
@@ -543,6 +560,18 @@ def build_parser() -> argparse.ArgumentParser:
     capacity_import.add_argument("file", metavar="FILE.csv")
     _add_config_option(capacity_import)
     capacity_import.set_defaults(handler=cmd_capacity_import)
+
+    report = commands.add_parser("report", help="reports for people")
+    report_kinds = report.add_subparsers(dest="kind", required=True, metavar="KIND")
+    monthly = report_kinds.add_parser(
+        "monthly", help="render (and with --send deliver) the monthly stakeholder report, from stored results"
+    )
+    monthly.add_argument("--month", metavar="YYYY-MM", help="the month to report (default: last month)")
+    monthly.add_argument("--out", metavar="DIR", help="where the HTML and PDF go (default: reports.monthly.out_dir)")
+    monthly.add_argument("--send", action="store_true", help="also email, post and upload it as configured")
+    monthly.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    _add_config_option(monthly)
+    monthly.set_defaults(handler=cmd_report_monthly)
 
     from flows.registry import ROUTINES
 

@@ -351,6 +351,24 @@ class OpsStore:
             RoutineResult.model_validate(row[0] if isinstance(row[0], dict) else json.loads(row[0])) for row in rows
         ]
 
+    def results_between(
+        self, routine: str, start: datetime, end: datetime, scope: str | None = None
+    ) -> list[tuple[str, RoutineResult]]:
+        """``(scope, result)`` of every stored result of ``routine`` with ``start <= as_of < end``, oldest
+        first (ties by scope); only ``scope``'s when given, any scope when None."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                """select scope, result from opsflow.routine_runs
+                   where routine = %(routine)s and as_of >= %(start)s and as_of < %(end)s
+                     and (%(scope)s::text is null or scope = %(scope)s)
+                   order by as_of, scope""",
+                {"routine": routine, "start": start, "end": end, "scope": scope},
+            ).fetchall()
+        return [
+            (row[0], RoutineResult.model_validate(row[1] if isinstance(row[1], dict) else json.loads(row[1])))
+            for row in rows
+        ]
+
     def result_of_flow_run(self, routine: str, flow_run_id: str) -> RoutineResult | None:
         """The result a given flow run of ``routine`` recorded, if it recorded one."""
         with self.connection() as conn:

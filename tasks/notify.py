@@ -33,7 +33,7 @@ import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from opsflow.config import Config, Notifications, resolve_headers, resolve_secret
+from opsflow.config import Config, EmailNotification, Notifications, resolve_headers, resolve_secret
 from opsflow.redact import redact
 from opsflow.results import RoutineResult
 from opsflow.store import OpsStore
@@ -138,6 +138,12 @@ def send_email(notifications: Notifications, alert: Alert, ui_url: str | None) -
     message["To"] = ", ".join(settings.to)
     message["Subject"] = subject
     message.set_content(body)
+    send_message(settings, message)
+
+
+def send_message(settings: EmailNotification, message: EmailMessage) -> None:
+    """Send ``message`` through the configured SMTP server (STARTTLS and login as configured), one attempt;
+    raise Permanent/TransientFailure by what the server said, never echoing a password."""
     password = resolve_secret(settings.password)
     try:
         with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
