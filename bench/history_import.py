@@ -58,18 +58,34 @@ def _timed(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+# Runs the CLI and, at exit, prints its own VmHWM: the peak of this image alone. (``wait4``'s ru_maxrss is
+# not: Linux carries the parent's peak into a child across fork and exec, so after another benchmark has
+# grown this process, every child would report at least that.)
+_MEASURED_CLI = (
+    "import atexit, sys\n"
+    "def _peak():\n"
+    "    status = open('/proc/self/status').read()\n"
+    "    print('VmHWM_kB', status.split('VmHWM:')[1].split()[0], file=sys.stderr)\n"
+    "atexit.register(_peak)\n"
+    "sys.argv = ['opsflow', *sys.argv[1:]]\n"
+    "from opsflow.cli import main\n"
+    "main()\n"
+)
+
+
 def peak_rss_mb(command: list[str], env: dict[str, str]) -> float:
-    """Run ``command`` to the end and return its peak resident memory in MB (``wait4``: this child's
-    own figure, not the largest of every child this process ever had)."""
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            output.seek(0)
-            tail = output.read()[-2000:].decode(errors="replace")
-            raise RuntimeError(f"{command} exited {process.returncode}: {tail}")
-    return usage.ru_maxrss / 1024
+    """Run ``opsflow`` with ``command``'s arguments (after ``-m opsflow``) to the end; its peak resident
+    memory in MB, as the process itself measured it (``VmHWM``)."""
+    arguments = command[command.index("opsflow") + 1 :] if "opsflow" in command else command
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURED_CLI, *arguments], capture_output=True, text=True, env=env, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{command} exited {done.returncode}: {(done.stdout + done.stderr)[-2000:]}")
+    peaks = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("VmHWM_kB ")]
+    if not peaks:
+        raise RuntimeError(f"{command}: no peak memory reported")
+    return int(peaks[-1]) / 1024
 
 
 def _fresh_store(server: EmbeddedPostgres) -> dict[str, str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -340,20 +338,12 @@ def test_export_refuses_bad_times_and_writes_nothing_when_the_store_is_down(
 
 
 def import_peak_rss_mb(path: Path, kind: str = "probes") -> float:
-    """Peak RSS in MB of ``opsflow KIND import PATH`` run as its own process (``wait4``: that child's own
-    figure, not the largest of every child pytest ever had)."""
-    with (path.parent / f"{path.name}.out").open("w+b") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "opsflow", kind, "import", str(path)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        assert process.returncode == 0, output.read().decode(errors="replace")
-    return usage.ru_maxrss / 1024
+    """Peak RSS in MB of ``opsflow KIND import PATH`` run as its own process, as it measured itself
+    (``VmHWM`` at exit). Not ``wait4``'s ru_maxrss: Linux carries the parent's peak into a child across
+    fork and exec, so under a big pytest both imports would read pytest's size and the test could not fail."""
+    from bench.history_import import peak_rss_mb
+
+    return peak_rss_mb(["opsflow", kind, "import", str(path)], dict(os.environ))
 
 
 def test_an_import_streams_its_memory_does_not_grow_with_the_file(store_env: OpsStore, tmp_path: Path) -> None:
