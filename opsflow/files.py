@@ -21,23 +21,32 @@ def output_dir(configured: str | None) -> Path:
     return chosen if chosen.is_absolute() else home_dir().absolute() / chosen
 
 
-def write_atomically(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path``: a temporary file beside it, fsynced, renamed over the old one (a reader
-    never sees half a file; a failed write leaves nothing). :class:`PermanentFailure` names the directory
-    when it cannot be written (retrying does not make a read-only disk writable)."""
+def write_atomically(path: Path, text: str | bytes, what: str | None = None) -> Path:
+    """Write ``text`` (UTF-8 when a str) to ``path``: a temporary file beside it, fsynced, renamed over the
+    old one, the rename fsynced too (a reader never sees half a file; a failed write leaves nothing).
+    :class:`PermanentFailure` names ``what`` (default: the file's name) and the directory when it cannot be
+    written (retrying does not make a read-only disk writable)."""
     temporary: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the file from its readers
         os.replace(temporary, path)
         temporary = None
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
     except OSError as exc:
-        raise PermanentFailure(f"cannot write {path}: {exc.strerror or exc}") from None
+        shown = what or path.name
+        raise PermanentFailure(
+            f"could not write {shown} under {path.parent}: {exc.strerror or type(exc).__name__}"
+        ) from None
     finally:
         if temporary is not None:
             with contextlib.suppress(OSError):

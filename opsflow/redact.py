@@ -64,6 +64,12 @@ def redact(text: str) -> str:
     return _PASSWORD_PARAMETER.sub(lambda m: m["prefix"] + MASK, text)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception as one redacted line: its message's first line, else its class name."""
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
+
+
 def url_passwords(url: str) -> list[str]:
     """Every spelling of the passwords ``url`` holds: its userinfo's (read up to the first
     ``@`` as libpq does, and up to the last as a person means it) and its ``password=``

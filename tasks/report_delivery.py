@@ -38,27 +38,8 @@ class RenderedReport:
 def write_files(report: RenderedReport, out_dir: Path) -> dict[str, str]:
     """``NAME.html`` and ``NAME.pdf`` under ``out_dir``, each written whole or not at all."""
     html = write_atomically(out_dir / f"{report.name}.html", report.html)
-    pdf = out_dir / f"{report.name}.pdf"
-    _write_bytes(pdf, report.pdf)
+    pdf = write_atomically(out_dir / f"{report.name}.pdf", report.pdf)
     return {"html": str(html), "pdf": str(pdf)}
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise PermanentFailure(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def email_message(report: RenderedReport, sender: str, to: list[str]) -> EmailMessage:
@@ -115,9 +96,7 @@ def upload_report(config: Config, report: RenderedReport, prefix: str = "reports
 
 def _put(settings: S3Storage | FilesystemStorage, key: str, data: bytes, content_type: str) -> str:
     if isinstance(settings, FilesystemStorage):
-        path = Path(settings.path) / key
-        _write_bytes(path, data)
-        return str(path)
+        return str(write_atomically(Path(settings.path) / key, data))
     from tasks.storage import S3BackupStorage, s3_failure
 
     storage = S3BackupStorage(settings)

@@ -316,40 +316,17 @@ def write_csv(result: RoutineResult, period: Period, out_dir: Path) -> Path:
 
     Raises :class:`~opsflow.errors.PermanentFailure` naming the directory when it cannot be written
     (retrying does not make a path under a file, or a read-only disk, writable)."""
-    import os
-    import tempfile
+    import io
 
-    from opsflow.errors import PermanentFailure
+    from opsflow.files import write_atomically
 
     safe = period.label.replace(":", "").replace("..", "_to_").replace("/", "-")
-    path = out_dir / f"sla-{period.kind}-{safe}.csv"
-    temporary: str | None = None
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
-        with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(CSV_COLUMNS))
-            writer.writeheader()
-            for row in report_rows(result):
-                writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide the report from its readers
-        os.replace(temporary, path)
-        temporary = None
-        directory = os.open(out_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
-    except OSError as exc:
-        raise PermanentFailure(
-            f"could not write the CSV under {out_dir}: {exc.strerror or type(exc).__name__}"
-        ) from None
-    finally:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(CSV_COLUMNS))
+    writer.writeheader()
+    for row in report_rows(result):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return write_atomically(out_dir / f"sla-{period.kind}-{safe}.csv", text.getvalue(), what="the CSV")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

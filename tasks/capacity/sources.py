@@ -45,7 +45,7 @@ from opsflow.config import (
     capacity_unit_problem,
     resolve_secret,
 )
-from opsflow.redact import redact, register_url_secrets
+from opsflow.redact import first_line, redact, register_url_secrets
 from tasks.retry import PermanentFailure, TransientFailure, http_status_is_permanent
 from tasks.storage import S3BackupStorage, s3_failure
 
@@ -129,9 +129,9 @@ def _postgres_value(source: PostgresSource, unit: str) -> float:
                 " current_setting('max_connections')::int"
             ).fetchone()
     except psycopg.OperationalError as exc:  # lost connection, statement time-out, shutting down
-        raise TransientFailure(f"postgres {where}: {_first_line(exc)}") from None
+        raise TransientFailure(f"postgres {where}: {first_line(exc)}") from None
     except psycopg.Error as exc:  # permission denied and the like: the same next time
-        raise PermanentFailure(f"postgres {where}: {_first_line(exc)}") from None
+        raise PermanentFailure(f"postgres {where}: {first_line(exc)}") from None
     used, limit = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
     if limit <= 0:
         raise PermanentFailure(f"postgres {where}: max_connections is {limit:g}")
@@ -153,7 +153,7 @@ _PERMANENT_CONNECT_ERRORS = (
 
 def _postgres_connect_failure(exc: Exception, where: str) -> Exception:
     """A refused login or a missing database cannot change on retry; a refused or timed-out connection may."""
-    message = _first_line(exc)
+    message = first_line(exc)
     permanent = any(marker in message.lower() for marker in _PERMANENT_CONNECT_ERRORS)
     return (PermanentFailure if permanent else TransientFailure)(f"postgres {where}: {message}")
 
@@ -344,7 +344,7 @@ def _prometheus_get(source: PrometheusSource, endpoint: str, params: dict[str, s
     except httpx.TimeoutException as exc:
         raise TransientFailure(f"prometheus {where}: timed out ({type(exc).__name__})") from None
     except httpx.HTTPError as exc:
-        raise TransientFailure(f"prometheus {where}: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise TransientFailure(f"prometheus {where}: {type(exc).__name__}: {first_line(exc)}") from None
     return _answer_data(where, status, body)
 
 
@@ -423,8 +423,3 @@ def _clip(value: Any, limit: int = 200) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     text = " ".join(text.split())
     return redact(text if len(text) <= limit else text[: limit - 1] + "…")
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return redact(lines[0] if lines else type(exc).__name__)

@@ -24,11 +24,6 @@ def _check(name: str, status: str, detail: str, observed: Any = None, expected: 
     return Check(check=name, status=status, detail=detail, observed=observed, expected=expected, **extra)  # type: ignore[arg-type]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return redact(text.splitlines()[0] if text else type(exc).__name__)
-
-
 def _libpq(url: str) -> tuple[str, dict[str, str]]:
     """A conninfo string without the password, and an environment carrying it (not on a command line)."""
     params = conninfo_to_dict(url)

@@ -17,9 +17,10 @@ import psycopg
 
 from opsflow.config import Database
 from opsflow.owners import owner_alive
+from opsflow.redact import first_line
 from opsflow.results import format_instant
 from tasks.drill.clock import Phase
-from tasks.drill.common import _first_line, log
+from tasks.drill.common import log
 from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, is_scratch_database_of, scratch_prefix
 from tasks.drill.roles import RESTORE_ROLE_PREFIX, restore_role_name
 from tasks.drill.sql import RESTORE_ROLES, SCRATCH_DATABASES, drop_role
@@ -55,7 +56,7 @@ def teardown(plan: TargetPlan) -> Teardown:
             if _drop_database(plan.drill_server, plan.scratch):
                 removed.append(f"dropped {plan.scratch}")
         except (psycopg.Error, TransientFailure) as exc:
-            problems.append(f"could not drop {plan.scratch}: {_first_line(exc)}")
+            problems.append(f"could not drop {plan.scratch}: {first_line(exc)}")
     else:
         try:
             if stop_embedded(plan.pgdata):
@@ -80,7 +81,7 @@ def keep_target(plan: TargetPlan) -> Teardown:
     try:
         mark_kept(plan)
     except (OSError, psycopg.Error, TransientFailure) as exc:
-        problems.append(f"could not mark {plan.scratch} as kept: {_first_line(exc)}")
+        problems.append(f"could not mark {plan.scratch} as kept: {first_line(exc)}")
     return Teardown(removed=[], problems=problems, phase=Phase.since("teardown", started))
 
 
@@ -235,7 +236,7 @@ def remove_server_leftovers(
             if info.get("kept_at"):
                 report.kept.append(datname)
         except (psycopg.Error, TransientFailure) as exc:
-            report.problems.append(f"{datname}: {_first_line(exc)}")
+            report.problems.append(f"{datname}: {first_line(exc)}")
     return report
 
 
@@ -254,7 +255,7 @@ def _remove_orphan_roles(conn: psycopg.Connection, report: LeftoverReport) -> No
             conn.execute(drop_role(role))
             report.removed.append(f"role {role}")
         except psycopg.Error as exc:
-            report.problems.append(f"role {role}: {_first_line(exc)}")
+            report.problems.append(f"role {role}: {first_line(exc)}")
 
 
 def remove_leftovers(database: Database, target: str, *, holding_slot: bool) -> LeftoverReport:

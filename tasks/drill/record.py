@@ -10,9 +10,10 @@ from typing import Any
 
 from opsflow.config import Database
 from opsflow.errors import UsageError
+from opsflow.redact import first_line
 from opsflow.results import Check, Item, format_instant
 from tasks.drill.clock import DrillClock, Phase, measure
-from tasks.drill.common import CHECK_ORDER, _check, _first_line
+from tasks.drill.common import CHECK_ORDER, _check
 from tasks.drill.leftovers import LeftoverReport, Teardown
 from tasks.drill.names import safe_url
 from tasks.drill.restore import Restored
@@ -66,7 +67,7 @@ class DrillRecord:
         if isinstance(outcome, Finding):  # the step ran and found a problem: its checks say which
             return self.note(outcome.payload)
         exc = outcome if isinstance(outcome, BaseException) else None
-        reason = _first_line(exc) if exc is not None else (state.message or "failed")
+        reason = first_line(exc) if exc is not None else (state.message or "failed")
         status = "fail" if exc is None or isinstance(exc, PermanentFailure | UsageError) else "error"
         self.checks.append(_check(check, status, reason if status == "fail" else f"could not be checked: {reason}"))
         self.stopped = f"the drill stopped at {check}: {reason}"
@@ -134,7 +135,7 @@ class DrillRecord:
         if state.is_completed():
             return self.note(state.result())  # type: ignore[no-any-return]
         outcome = state.result(raise_on_failure=False)
-        reason = _first_line(outcome) if isinstance(outcome, BaseException) else (state.message or "failed")
+        reason = first_line(outcome) if isinstance(outcome, BaseException) else (state.message or "failed")
         return Teardown(removed=[], problems=[f"teardown failed: {reason}"], phase=Phase("teardown", 0.0, 0.0))
 
 
@@ -143,7 +144,7 @@ def settle_leftovers(state: Any) -> LeftoverReport:
     if state.is_completed():
         return state.result()  # type: ignore[no-any-return]
     outcome = state.result(raise_on_failure=False)
-    reason = _first_line(outcome) if isinstance(outcome, BaseException) else (state.message or "failed")
+    reason = first_line(outcome) if isinstance(outcome, BaseException) else (state.message or "failed")
     return LeftoverReport(problems=[f"the sweep for leftovers failed: {reason}"])
 
 

@@ -20,9 +20,10 @@ import psycopg
 from opsflow.config import Database
 from opsflow.embedded import EmbeddedPostgres
 from opsflow.owners import owner_marker, stop_postmaster
+from opsflow.redact import first_line
 from opsflow.results import format_instant
 from tasks.drill.clock import Phase
-from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _first_line, log
+from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, log
 from tasks.drill.guard import endpoint
 from tasks.drill.names import DB_PREFIX, MARKER, WORKDIR_PREFIX, database_slug, scratch_database_name, scratch_url
 from tasks.drill.roles import create_role_owning, drop_role_of
@@ -122,7 +123,7 @@ def _connect_server(url: str) -> psycopg.Connection:
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.OperationalError as exc:
-        raise TransientFailure(f"drill server unreachable: {_first_line(exc)}") from None
+        raise TransientFailure(f"drill server unreachable: {first_line(exc)}") from None
 
 
 def create_target(plan: TargetPlan, flow_run_id: str | None) -> Target:

@@ -14,12 +14,12 @@ import psycopg
 
 from opsflow.config import Drill, SqlCheck, TableCheck
 from opsflow.embedded import client_bin
-from opsflow.redact import redact
+from opsflow.redact import first_line, redact
 from opsflow.results import Check, format_instant
 from opsflow.units import format_duration
 from tasks.backups import count_rows
 from tasks.drill.clock import Phase
-from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _check, _error_line, _first_line, _libpq
+from tasks.drill.common import CONNECT_TIMEOUT_SECONDS, _check, _error_line, _libpq
 from tasks.drill.sql import READ_ONLY, TABLE_REGCLASS, count_rows_of
 from tasks.drill.targets import Target
 from tasks.retry import TransientFailure
@@ -96,7 +96,7 @@ def run_sql_check(conn: psycopg.Connection, check: SqlCheck) -> Check:
             rows = cursor.fetchall() if cursor.description else []
             columns = len(cursor.description or [])
     except psycopg.Error as exc:
-        return _check(name, "fail", f"query failed: {_first_line(exc)}", expected=check.expect)
+        return _check(name, "fail", f"query failed: {first_line(exc)}", expected=check.expect)
     if len(rows) != 1 or columns != 1:
         detail = f"expected a single value, got {len(rows)} rows of {columns} columns"
         return _check(name, "fail", detail, expected=check.expect)
@@ -153,7 +153,7 @@ def validate_restore(target: Target, drill: Drill) -> Validation:
     try:
         conn = psycopg.connect(target.restore_url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.OperationalError as exc:
-        raise TransientFailure(f"restored database unreachable: {_first_line(exc)}") from None
+        raise TransientFailure(f"restored database unreachable: {first_line(exc)}") from None
     amcheck = start_amcheck(target.url, drill.jobs)  # reads the same data meanwhile, in its own processes
     try:
         with conn:

@@ -40,7 +40,7 @@ from psycopg import sql
 
 from opsflow.config import Freshness, RowCountChange, SchemaCheck
 from opsflow.errors import PermanentFailure, TransientFailure
-from opsflow.redact import redact, register_url_secrets
+from opsflow.redact import first_line, redact, register_url_secrets
 from opsflow.results import Check, RoutineResult, format_instant
 from opsflow.units import format_duration
 
@@ -86,11 +86,6 @@ class TableProfile:
 # -- connecting ---------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return redact(text.splitlines()[0]) if text else type(exc).__name__
-
-
 def _where(url: str) -> str:
     """``DATABASE on HOST``, for messages: never the URL itself, which may hold a password."""
     from psycopg.conninfo import conninfo_to_dict
@@ -115,7 +110,7 @@ _PERMANENT_CONNECT_ERRORS = (
 
 
 def _connect_failure(exc: psycopg.OperationalError, url: str) -> Exception:
-    message = f"postgres {_where(url)}: {_first_line(exc)}"
+    message = f"postgres {_where(url)}: {first_line(exc)}"
     permanent = any(marker in message.lower() for marker in _PERMANENT_CONNECT_ERRORS)
     return PermanentFailure(message) if permanent else TransientFailure(message)
 
@@ -146,9 +141,9 @@ def _read_only(url: str) -> Iterator[psycopg.Connection[Any]]:
             conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'")
             yield conn
     except psycopg.OperationalError as exc:  # lost connection, lock time-out, server shutting down
-        raise TransientFailure(f"postgres {_where(url)}: {_first_line(exc)}") from None
+        raise TransientFailure(f"postgres {_where(url)}: {first_line(exc)}") from None
     except psycopg.Error as exc:  # permission denied and the like: the same on every retry
-        raise PermanentFailure(f"postgres {_where(url)}: {_first_line(exc)}") from None
+        raise PermanentFailure(f"postgres {_where(url)}: {first_line(exc)}") from None
 
 
 # -- the table itself ---------------------------------------------------------------------
@@ -172,7 +167,7 @@ def _resolve(conn: psycopg.Connection[Any], table: str) -> tuple[int, str, sql.I
         ).fetchone()
     except (psycopg.ProgrammingError, psycopg.NotSupportedError) as exc:
         # "too many dotted names", a cross-database reference: a name no table can have here.
-        raise MissingTable(f"table {table!r} not found: {_first_line(exc)}") from None
+        raise MissingTable(f"table {table!r} not found: {first_line(exc)}") from None
     if row is None:
         raise MissingTable(f"table {table!r} not found (or not visible to the connecting user)")
     oid, regclass, schema, name, kind = row
