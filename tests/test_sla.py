@@ -673,11 +673,12 @@ def test_a_csv_write_failing_half_way_leaves_the_previous_file_whole(
     previous = tmp_path / "sla-month-2026-10.csv"
     previous.write_text("the previous report\n")
 
-    def half_then_disk_full(result: RoutineResult) -> Any:
-        yield dict.fromkeys(sla.CSV_COLUMNS, 1)
+    import opsflow.files
+
+    def disk_full(descriptor: int) -> None:  # the bytes are in the temporary file, not yet on disk
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sla, "report_rows", half_then_disk_full)
+    monkeypatch.setattr(opsflow.files.os, "fsync", disk_full)
     result = RoutineResult(routine="sla-report", as_of=utc(2026, 11, 3), items=[])
     with pytest.raises(PermanentFailure, match="No space left on device"):
         sla.write_csv(result, period, tmp_path)
