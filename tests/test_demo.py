@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from deployments.demo_services import MARKER, stop_marked
+from tests.test_schedules import prefect_api
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"Completed", "Failed", "Cancelled", "Crashed"}
@@ -150,18 +150,18 @@ def test_demo_serves_the_schedules_until_sigint(home: Path, tmp_path: Path) -> N
             assert time.monotonic() < deadline, "the demo did not come up:\n" + (tmp_path / "demo.err").read_text()
             time.sleep(0.5)
 
-        deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+        deployments = prefect_api("POST", f"{api}/deployments/filter", {})
         [uptime] = [d for d in deployments if d["entrypoint"].endswith(":uptime_probe")]
         deadline = time.monotonic() + 150
         while True:
-            finished = httpx.post(
+            finished = prefect_api(
+                "POST",
                 f"{api}/flow_runs/filter",
-                json={
+                {
                     "deployments": {"id": {"any_": [uptime["id"]]}},
                     "flow_runs": {"state": {"type": {"any_": FINAL_TYPES}}},
                 },
-                timeout=10,
-            ).json()
+            )
             if len(finished) >= 2:
                 break
             assert demo.poll() is None, (tmp_path / "demo.err").read_text()

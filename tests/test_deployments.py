@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from deployments.runner import read_deployments, render_prefect_yaml, runner_deployments
-from tests.test_schedules import _environ, _post, _stop, running_prefect_server
+from tests.test_schedules import _environ, _post, _stop, prefect_api, running_prefect_server
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT = (sys.executable, "-m", "prefect")
@@ -327,11 +327,7 @@ def test_a_process_worker_of_the_pool_runs_a_deployment_to_completion(
 
 
 def _get(api_url: str, path: str) -> Any:
-    import httpx
-
-    response = httpx.get(f"{api_url}{path}", timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return prefect_api("GET", f"{api_url}{path}")
 
 
 def _serve_until(
@@ -367,8 +363,6 @@ def test_serve_registers_every_deployment_and_stopping_it_leaves_the_schedules_a
     tmp_path: Path,
     pg_url: str,
 ) -> None:
-    import httpx
-
     api_url, _ = server
     config = tmp_path / "opsflow.yaml"
     config.write_text(CONFIG + f"store: {{url: {pg_url!r}}}\n")
@@ -379,7 +373,7 @@ def test_serve_registers_every_deployment_and_stopping_it_leaves_the_schedules_a
     assert "registered for workers" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
     for deployment in registered(api_url).values():
-        httpx.delete(f"{api_url}/deployments/{deployment['id']}", timeout=10).raise_for_status()
+        prefect_api("DELETE", f"{api_url}/deployments/{deployment['id']}")
     assert registered(api_url) == {}
 
     found: dict[str, Any] = {}

@@ -96,10 +96,23 @@ def _stop(process: subprocess.Popen[Any]) -> None:
         process.wait()
 
 
-def _post(api_url: str, path: str, body: dict[str, Any]) -> Any:
-    response = httpx.post(f"{api_url}{path}", json=body, timeout=10)
+# What Prefect's own client retries (prefect.client.base): a busy SQLite-backed server answers 503.
+_RETRIED_STATUSES = {429, 502, 503}
+
+
+def prefect_api(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    """``method`` on a Prefect API ``url``, retried as Prefect's client retries; its JSON (None if empty)."""
+    for attempt in range(6):
+        response = httpx.request(method, url, json=body, timeout=10)
+        if response.status_code not in _RETRIED_STATUSES:
+            break
+        time.sleep(0.5 * 2**attempt)
     response.raise_for_status()
-    return response.json()
+    return response.json() if response.content else None
+
+
+def _post(api_url: str, path: str, body: dict[str, Any]) -> Any:
+    return prefect_api("POST", f"{api_url}{path}", body)
 
 
 def _scheduled_runs(api_url: str, deployment_id: str) -> list[datetime]:
