@@ -140,7 +140,7 @@ def deploy(config: Config, path: Path = PREFECT_YAML, say: Callable[[str], None]
     for line in bootstrap(config).lines:
         if say is not None:
             say(line)
-    document = with_run_environment(render_prefect_yaml(path, config.timezone), run_environment())
+    document = with_run_environment(render_prefect_yaml(path, config.timezone, config.digests), run_environment())
     environ = os.environ | {
         # The API this process uses, whether it came from the environment or a Prefect profile.
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),

@@ -16,9 +16,10 @@ What it starts, all under ``$OPSFLOW_HOME/demo`` (``./.opsflow/demo`` by default
   all-in-one runner (``python -m deployments.runner``) serving every deployment of ``prefect.yaml``
   (every process logs to ``logs/``).
 
-Then it runs every scheduled deployment once, and ``dr-drill/on-demand`` for ``shop``, prints where
-to look, and serves the schedules until Ctrl-C; ``--once`` waits for those runs instead, prints each
-one's final state and stops (exit 0 unless a run crashed). Whatever way it ends, everything it
+Then it runs every scheduled deployment once (the daily and weekly ops digests included: they land in
+``mail/``), and ``dr-drill/on-demand`` for ``shop``, prints where to look (the status page
+``status/index.html`` among it), and serves the schedules until Ctrl-C; ``--once`` waits for those
+runs instead, prints each one's final state and stops (exit 0 unless a run crashed). Whatever way it ends, everything it
 started is stopped: each process carries ``OPSFLOW_DEMO=<demo dir>`` in its environment, and the
 next demo also stops what a killed one left behind before it wipes and recreates the directory.
 """
@@ -510,7 +511,8 @@ class Demo:
         if self.data_summary:
             lines.append(f"  backups                  {self.data_summary}")
         lines += [
-            f"  alerts sent              {self.demo_dir / 'mail'}/*.eml (email), {self.demo_dir / 'webhook.jsonl'}",
+            f"  status at a glance       file://{self.demo_dir / 'status' / 'index.html'} (refreshed by every run)",
+            f"  alerts, digests sent     {self.demo_dir / 'mail'}/*.eml (email), {self.demo_dir / 'webhook.jsonl'}",
             f"  config, logs             {self.config_path}, {self.logs}/",
             "",
             "Your own runs land in the same UI and start in seconds:",

@@ -21,12 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+from opsflow.prefect_yaml import PREFECT_YAML, PROJECT, render_prefect_yaml
 
-PROJECT = Path(__file__).resolve().parent.parent
-PREFECT_YAML = PROJECT / "prefect.yaml"
+if TYPE_CHECKING:
+    from opsflow.config import Digests
+
+__all__ = ["PREFECT_YAML", "PROJECT", "DeploymentSpec", "read_deployments", "render_prefect_yaml", "serve_all"]
 
 
 @dataclass(frozen=True)
@@ -51,21 +53,12 @@ class DeploymentSpec:
         return self.entrypoint.split(":")[1]
 
 
-def render_prefect_yaml(path: Path = PREFECT_YAML, timezone: str | None = None) -> dict[str, Any]:
-    """``path`` as Prefect reads it (anchors and merge keys resolved, ``definitions`` dropped), with every
-    schedule in ``timezone`` when given (the config's: schedules run in it)."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    document.pop("definitions", None)
-    if timezone is not None:
-        for entry in document.get("deployments") or []:
-            if entry.get("schedules"):
-                entry["schedules"] = [{**schedule, "timezone": timezone} for schedule in entry["schedules"]]
-    return document
-
-
-def read_deployments(path: Path = PREFECT_YAML, timezone: str | None = None) -> list[DeploymentSpec]:
-    """Every deployment of ``path`` (anchors and merge keys resolved), schedules in ``timezone`` when given."""
-    document = render_prefect_yaml(path, timezone)
+def read_deployments(
+    path: Path = PREFECT_YAML, timezone: str | None = None, digests: Digests | None = None
+) -> list[DeploymentSpec]:
+    """Every deployment of ``path`` (anchors and merge keys resolved), schedules in ``timezone`` and the
+    digests at ``digests``' times when given."""
+    document = render_prefect_yaml(path, timezone, digests)
     specs = []
     for entry in document.get("deployments") or []:
         specs.append(
@@ -156,9 +149,8 @@ def serve_all(
     from opsflow.config import load_config
 
     path_of_config = serve_environment(config)
-    if timezone is None:
-        timezone = load_config(path_of_config, missing_ok=config is None).timezone
-    deployments = runner_deployments(read_deployments(path, timezone))
+    loaded = load_config(path_of_config, missing_ok=config is None)
+    deployments = runner_deployments(read_deployments(path, timezone or loaded.timezone, loaded.digests))
     refuse_worker_deployments(deployments)
     if prepare is not None:
         prepare()

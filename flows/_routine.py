@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 from prefect import Flow, flow, get_run_logger, runtime
@@ -45,12 +46,21 @@ from opsflow.errors import OpsflowError, UsageError
 from opsflow.logs import keep_findings_out_of_engine_errors, reason_extra, send_logs_to_runs
 from opsflow.redact import redact
 from opsflow.results import Check, Item, Period, RoutineResult
-from reports.summary import DeliveryLike, checks_table, deliveries_markdown, summary_markdown, what_if_markdown
+from reports.status import render_status_page
+from reports.summary import (
+    DeliveryLike,
+    checks_table,
+    deliveries_markdown,
+    escalations_markdown,
+    summary_markdown,
+    what_if_markdown,
+)
 from tasks.artifacts import publish_artifacts
-from tasks.notify import AlertReport, send_alerts
+from tasks.notify import AlertReport, prefect_ui_url, send_alerts
 from tasks.resources import Resources, system_clock
 from tasks.retry import with_retries
 from tasks.routine import Finding, failing_checks, settle, shorten
+from tasks.status_page import refresh_status_page
 
 log = logging.getLogger("opsflow.run")  # the phase lines of a run, on stderr and in the run logs
 
@@ -73,6 +83,7 @@ class Work:
     as_of: datetime | None = None  # the routine's own "now" (a drill's start)
     period: Period | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    report: str | None = None  # the run's own markdown report (the digest), instead of the routine's or the summary
 
 
 @dataclass
@@ -202,8 +213,9 @@ def finish(run: RoutineRun, work: Work) -> State[Any]:
     store = run.store
     with_retries(lambda: store.save_result(result, work.scope), "save the result")
     log.info("%s: result stored%s", routine.name, f" ({work.scope})" if work.scope else "")
+    page = None if run.what_if else refresh_status(run)  # a what-if's result is not the real latest
     key = work.key or routine.name
-    report = routine.report(result) if routine.report else None
+    report = work.report if work.report is not None else routine.report(result) if routine.report else None
     if run.what_if:
         # SPEC §7: a what-if neither alerts nor touches the alert state, and its summary says so.
         alerts = AlertReport(alerts=[], deliveries=[])
@@ -214,22 +226,45 @@ def finish(run: RoutineRun, work: Work) -> State[Any]:
         alerts = send_alerts(view, run.config, store)
     if alerts.deliveries:
         log.info("%s: %d alerts sent, %d not delivered", routine.name, len(alerts.deliveries), len(alerts.failed))
-    publish_result(result, key, alerts.deliveries, report=report)
+    publish_result(result, key, alerts.deliveries, report=report, status_page=page, escalations=alerts.escalations)
     log.info("%s: published artifacts %s and %s-checks", routine.name, key, key)
     say_why(result)
     return final_state(result)
 
 
 def publish_result(
-    result: RoutineResult, key: str, deliveries: Sequence[DeliveryLike] = (), report: str | None = None
+    result: RoutineResult,
+    key: str,
+    deliveries: Sequence[DeliveryLike] = (),
+    report: str | None = None,
+    status_page: Path | None = None,
+    escalations: Sequence[Any] = (),
 ) -> None:
     """The run's summary (markdown) and checks (table) artifacts under ``key``.
 
-    ``report`` replaces the generic summary with a routine's own (the drill report); the
-    alerts section is appended either way.
+    ``report`` replaces the generic summary with a routine's own (the drill report); the alerts
+    section and the escalations it told are appended either way, and a link to the status page when
+    it was refreshed.
     """
     markdown = summary_markdown(result, deliveries) if report is None else report + deliveries_markdown(deliveries)
+    markdown += escalations_markdown(escalations)
+    if status_page is not None:
+        markdown += f"\n\nStatus page: {status_page.as_uri()}\n"
     publish_artifacts(key, markdown, checks_table(result), result.routine, result.status)
+
+
+def refresh_status(run: RoutineRun) -> Path | None:
+    """Refresh ``$OPSFLOW_HOME/status/index.html`` (every routine, and dr-drill) after a stored result;
+    bookkeeping: a failure is one WARNING line and None, never the run's outcome."""
+    from flows.registry import OTHER_FLOWS, ROUTINES  # the registry imports this module
+
+    try:
+        now = run.clock or run.now
+        routines = [*ROUTINES, *OTHER_FLOWS]
+        return refresh_status_page(run.store, run.config, routines, now, prefect_ui_url(), render=render_status_page)
+    except Exception as exc:
+        log.warning("%s: status page not refreshed: %s", run.routine.name, reason(exc))
+        return None
 
 
 def say_why(result: RoutineResult) -> None:

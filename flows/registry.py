@@ -23,6 +23,7 @@ ROUTINES: dict[str, str] = {
     "capacity-trends": "flows.capacity_trends:capacity_trends",
     "data-quality": "flows.data_quality:data_quality",
     "expiry-check": "flows.expiry_check:expiry_check",
+    "ops-digest": "flows.ops_digest:ops_digest",
     "monthly-report": "flows.monthly_report:monthly_report",
 }
 

@@ -179,7 +179,7 @@ def parse_time(option: str, text: str | None, config: Config) -> datetime | None
 
 
 #: Routines that take ``--period``.
-PERIOD_ROUTINES = ("sla-report",)
+PERIOD_ROUTINES = ("sla-report", "ops-digest")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -439,6 +439,44 @@ def follow_flow_run(flow_run_id: Any, poll_seconds: float = 1.0) -> Any:
             time.sleep(poll_seconds)
 
 
+def cmd_incidents(args: argparse.Namespace) -> int:
+    """``opsflow incidents [--service NAME] [--open] [--json]`` and ``opsflow incidents show ID [--json]``."""
+    import json
+
+    words = list(args.words)
+    show_id: int | None = None
+    if words and words[0] == "show":
+        if len(words) != 2:
+            raise UsageError("usage: opsflow incidents show ID (one incident number)")
+        try:
+            show_id = int(words[1])
+        except ValueError:
+            raise UsageError(f"opsflow incidents show: ID must be an incident number, got {words[1]!r}") from None
+        if args.service or args.open:
+            raise UsageError("opsflow incidents show ID takes no --service or --open")
+    elif words:
+        raise UsageError(f"opsflow incidents: unknown action {words[0]!r} (expected: show ID)")
+    config = _config_from(args)
+    from flows._incidents import incident_output, incidents_output
+    from opsflow.store import OpsStore
+
+    try:
+        store = OpsStore.open(config)
+        if show_id is None:
+            output = incidents_output(store, args.service, args.open, args.json, config.tzinfo)
+        else:
+            output = incident_output(store, show_id, args.json, config.tzinfo)
+    except RoutineIncomplete as exc:
+        if args.json:
+            print(json.dumps({"status": "error", "error": str(exc), "incidents": []}))
+        print(f"opsflow: {exc}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    if output is None:
+        raise UsageError(f"opsflow incidents show: no incident {show_id}")
+    print(json.dumps(output) if isinstance(output, dict) else output)
+    return EXIT_OK
+
+
 def cmd_store_stop(args: argparse.Namespace) -> int:
     """Stop the embedded ops store PostgreSQL (under ``$OPSFLOW_HOME``); the next command starts it again."""
     from opsflow.embedded import home_dir, stop_embedded
@@ -624,6 +662,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--config", metavar="PATH", help="refused: the demo writes its own ($OPSFLOW_HOME/demo)")
     demo.set_defaults(handler=cmd_demo)
+
+    incidents = commands.add_parser(
+        "incidents",
+        help="incident records: list them, or `incidents show ID` for one incident's timeline",
+        usage="opsflow incidents [--service NAME] [--open] [--json] | opsflow incidents show ID [--json]",
+    )
+    incidents.add_argument("words", nargs="*", metavar="show ID", help="show one incident's timeline")
+    incidents.add_argument("--service", metavar="NAME", help="only this service's incidents")
+    incidents.add_argument("--open", action="store_true", help="only incidents still open")
+    incidents.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    _add_config_option(incidents)
+    incidents.set_defaults(handler=cmd_incidents)
 
     store = commands.add_parser("store", help="the embedded ops store")
     store_actions = store.add_subparsers(dest="action", required=True, metavar="ACTION")

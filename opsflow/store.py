@@ -293,6 +293,15 @@ class OpsStore:
             row = conn.execute("select coalesce(max(version), 0) from opsflow.schema_version").fetchone()
             return int(row[0]) if row else 0
 
+    def created_at(self) -> datetime | None:
+        """When this store was set up (its first migration applied); None before."""
+        with self.connection() as conn:
+            exists = conn.execute("select to_regclass('opsflow.schema_version')").fetchone()
+            if not exists or exists[0] is None:
+                return None
+            row = conn.execute("select min(applied_at) from opsflow.schema_version").fetchone()
+        return row[0] if row else None
+
     def migrate(self, migrations: Sequence[Migration] | None = None) -> list[int]:
         """Apply pending migrations in order; return the versions applied by this call."""
         pending = list(bundled_migrations() if migrations is None else migrations)
@@ -368,6 +377,37 @@ class OpsStore:
             (row[0], RoutineResult.model_validate(row[1] if isinstance(row[1], dict) else json.loads(row[1])))
             for row in rows
         ]
+
+    def latest_results(self, routines: Sequence[str], end: datetime | None = None) -> dict[str, RoutineResult]:
+        """The newest stored result of each of ``routines`` (any scope) with ``as_of < end`` (any time when
+        None), by routine; a routine without one is left out. One index probe per routine."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                """select r.name, newest.result from unnest(%(routines)s::text[]) r(name)
+                   cross join lateral (
+                       select result from opsflow.routine_runs
+                       where routine = r.name and (%(end)s::timestamptz is null or as_of < %(end)s)
+                       order by as_of desc limit 1) newest""",
+                {"routines": list(routines), "end": end},
+            ).fetchall()
+        return {
+            row[0]: RoutineResult.model_validate(row[1] if isinstance(row[1], dict) else json.loads(row[1]))
+            for row in rows
+        }
+
+    def run_counts(self, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
+        """Stored runs with ``start <= as_of < end`` by routine and status (``{routine: {status: n}}``),
+        counted in PostgreSQL: a week of minute probes is ten thousand results."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                """select routine, status, count(*) from opsflow.routine_runs
+                   where as_of >= %s and as_of < %s group by routine, status""",
+                (start, end),
+            ).fetchall()
+        counts: dict[str, dict[str, int]] = {}
+        for routine, status, count in rows:
+            counts.setdefault(routine, {})[status] = int(count)
+        return counts
 
     def result_of_flow_run(self, routine: str, flow_run_id: str) -> RoutineResult | None:
         """The result a given flow run of ``routine`` recorded, if it recorded one."""
@@ -618,6 +658,15 @@ class OpsStore:
             ).fetchall()
         return {row["key"]: row for row in rows}
 
+    def count_verifications(self, start: datetime, end: datetime) -> int:
+        """Backup objects verified (ledger rows) by runs with ``start <= as_of < end``."""
+        with self.connection() as conn:
+            row = conn.execute(
+                "select count(*) from opsflow.backup_verifications where as_of >= %s and as_of < %s",
+                (start, end),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
     def record_verifications(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append verifications to the ledger (``backup_set, storage, key, size, etag, sha256, written_at,
         as_of, outcome, checks, flow_run_id``)."""
@@ -665,13 +714,16 @@ class OpsStore:
         with self.connection() as conn:
             _write_probe_states(conn, states, opened, closed)
 
-    def incidents(self, service: str | None = None) -> list[dict[str, Any]]:
-        """Incidents, oldest first: ``service, opened_at, closed_at, last_error``."""
+    def incidents(self, service: str | None = None, open_only: bool = False) -> list[dict[str, Any]]:
+        """Incidents, oldest first: ``service, opened_at, closed_at, last_error``; only the open ones
+        (an index lookup: at most one per service) when ``open_only``."""
         with self.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(
                 """select service, opened_at, closed_at, last_error from opsflow.incidents
-                   where %(service)s::text is null or service = %(service)s order by opened_at""",
-                {"service": service},
+                   where (%(service)s::text is null or service = %(service)s)
+                     and (not %(open_only)s or closed_at is null)
+                   order by opened_at""",
+                {"service": service, "open_only": open_only},
             ).fetchall()
 
     def count_probe_results(self, service: str | None = None) -> int:

@@ -90,6 +90,26 @@ def deliveries_markdown(deliveries: Sequence[DeliveryLike]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def escalations_markdown(escalations: Sequence[Any]) -> str:
+    """The escalation tiers this run told (``tasks.escalation.EscalationOutcome``: ``step.kind``,
+    ``step.item``, ``step.tier``, ``channels``, ``delivered``, ``error``); empty when it told none."""
+    if not escalations:
+        return ""
+    lines = [
+        "",
+        "## Escalations",
+        "",
+        "| item | tier | told | channels | delivered | error |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {_cell(e.step.item)} | {e.step.tier} | {'resolve' if e.step.kind == 'resolve' else 'still failing'} "
+        f"| {_cell(', '.join(e.channels))} | {'yes' if e.delivered else '**no**'} | {_cell(e.error)} |"
+        for e in escalations
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def checks_table(result: RoutineResult) -> list[dict[str, Any]]:
     """One row per check of every item: the table artifact."""
     return [

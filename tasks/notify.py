@@ -25,7 +25,7 @@ import logging
 import os
 import smtplib
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
@@ -48,6 +48,7 @@ from tasks.alert_rules import (
     slack_payload,
     webhook_payload,
 )
+from tasks.escalation import EscalationOutcome, escalate
 from tasks.retry import IO_RETRIES, PermanentFailure, TransientFailure, http_status_is_permanent, with_retries
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class AlertReport:
 
     alerts: list[Alert]
     deliveries: list[Delivery]
+    #: Escalation tiers told (or tried) by this run, and resolves told to escalated tiers (``tasks.escalation``).
+    escalations: list[EscalationOutcome] = field(default_factory=list)
 
     @property
     def failed(self) -> list[Delivery]:
@@ -273,4 +276,19 @@ def send_alerts(result: RoutineResult, config: Config, store: OpsStore) -> Alert
     failed_pages = {d.alert.item for d in report.failed if d.channel == "pagerduty"}
     states = [settle(state, previous.get(state.item), state.item not in failed_pages) for state in planned]
     save_alert_outcome(store, states, report)
+    report.escalations.extend(escalations_of(result, states, notifications, store, ui_url))
     return report
+
+
+def escalations_of(
+    result: RoutineResult, states: list[AlertState], notifications: Notifications, store: OpsStore, ui_url: str | None
+) -> list[EscalationOutcome]:
+    """This run's escalations (:func:`tasks.escalation.escalate`); a store that fails here is logged, never
+    raised: the alerts are already out and recorded."""
+    try:
+        return escalate(result, states, notifications, store, ui_url)
+    except Exception as exc:
+        log.warning(
+            "escalations of %s not processed this run (the next run tries again): %s", result.routine, redact(str(exc))
+        )
+        return []

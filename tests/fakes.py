@@ -31,6 +31,16 @@ class MemoryStore:
         found = [r for (name, where, _), r in self.saved.items() if name == routine and where == scope]
         return sorted(found, key=lambda r: r.as_of, reverse=True)[:limit]
 
+    def latest_results(self, routines: Sequence[str], end: datetime | None = None) -> dict[str, RoutineResult]:
+        newest: dict[str, RoutineResult] = {}
+        for (name, _, as_of), result in self.saved.items():
+            if name in routines and (end is None or as_of < end) and (name not in newest or as_of > newest[name].as_of):
+                newest[name] = result
+        return newest
+
+    def incidents(self, service: str | None = None, open_only: bool = False) -> list[dict[str, Any]]:
+        return []  # no probe history in memory
+
     def alert_states(self, routine: str) -> list[dict[str, Any]]:
         return [dict(state) for (name, _), state in self.states.items() if name == routine]
 

@@ -117,7 +117,13 @@ def test_demo_once_runs_every_routine_and_stops_everything(home: Path) -> None:
     for name in ("sla-report/daily", "sla-report/weekly", "sla-report/monthly"):
         assert states[name] in FINAL, runs
     assert states["dr-drill/on-demand"] == "Completed", runs  # the healthy backups restore
+    for name in ("ops-digest/daily", "ops-digest/weekly"):
+        assert states[name] in FINAL, runs
     assert "Crashed" not in states.values(), runs
+    page = home / "demo" / "status" / "index.html"
+    assert f"file://{page}" in done.stdout and "backup-verification" in page.read_text()
+    mails = [path.read_text(errors="replace") for path in (home / "demo" / "mail").glob("*.eml")]
+    assert any("ops digest" in mail.lower() and "ops-leads@example.com" in mail for mail in mails)
     _assert_nothing_left(home, ports)
     assert (home / "demo" / "opsflow.yaml").is_file()  # the demo's data stays for a look afterwards
 
