@@ -19,6 +19,11 @@ class Incident:
     start: datetime
     end: datetime | None  # None: still open at the end of the month
     seconds: float
+    # The incident record with the same service and start (``opsflow incidents show ID``), when there is one:
+    # its number, and how many alerts and escalation tiers it told.
+    record: int | None = None
+    alerts: int = 0
+    escalations: int = 0
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -33,6 +33,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from opsflow.config import Config
+from opsflow.incident_store import IncidentRecord, list_incidents
 from opsflow.monthly import (
     BackupMonth,
     CapacityForecast,
@@ -215,6 +216,20 @@ def _incidents(service: str, metrics: dict[str, Any]) -> list[Incident]:
         if start is not None:
             incidents.append(Incident(service, start, _instant(entry.get("end")), float(entry.get("seconds") or 0.0)))
     return incidents
+
+
+def with_incident_records(services: list[ServiceMonth], records: Sequence[IncidentRecord]) -> list[ServiceMonth]:
+    """The SLA report's incidents joined to the incident records (same rule, same start): the record's number
+    and what it told, so the report and ``opsflow incidents show ID`` speak of the same incident."""
+    by_start = {(r.service, r.start): r for r in records}
+
+    def joined(incident: Incident) -> Incident:
+        record = by_start.get((incident.service, incident.start))
+        if record is None:
+            return incident
+        return replace(incident, record=record.id, alerts=record.alerts, escalations=record.escalations)
+
+    return [replace(s, incidents=[joined(i) for i in s.incidents]) for s in services]
 
 
 def _service_month(item: Item, previous: float | None, daily: list[Any]) -> ServiceMonth:
@@ -552,6 +567,7 @@ def gather_month(store: OpsStore, config: Config, month: str, now: datetime, rev
     before = month_bounds(previous_month(month), zone)
     g = _Gathering(config, now.astimezone(UTC))
     services, last_items = _services(store, g, month, bounds)
+    services = with_incident_records(services, list_incidents(store, start=bounds[0], end=bounds[1], now=g.now))
     backup_runs = _in_month(store, g, "backup-verification", bounds)
     backups = _backups(backup_runs, zone)
     drills = _drills(_in_month(store, g, "dr-drill", bounds, scope=None))

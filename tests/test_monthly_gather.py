@@ -300,6 +300,8 @@ def test_services_are_the_stored_monthly_sla_report(stored: OpsStore, config: Co
         ("api", at("2026-10-03T10:00:00Z"), at("2026-10-03T10:12:30Z"), 750.0),
         ("api", at("2026-10-31T22:55:00Z"), None, 300.0),
     ]
+    # Joined to the incident record of the same service and start, when the probes recorded one.
+    assert [i.record for i in api.incidents] == [None, None]
     # Daily: both October days (the 31st's report made after the month ended), not September's 30th.
     assert api.daily == [(date(2026, 10, 1), 100.0, 0.0, 80.5), (date(2026, 10, 31), 99.5, 432.0, 123.456)]
     assert (web.availability_pct, web.slo_met, web.downtime_seconds, web.latency_p95_ms) == (99.5, False, 13390.0, None)
@@ -500,3 +502,18 @@ def test_a_partial_sla_report_is_not_used(store: OpsStore, config: Config) -> No
     report = gather_month(store, config, "2026-10", NOW)
     assert report.services == [] and report.sources == []
     assert any("before the month ended" in n for n in report.notes)
+
+
+def test_incidents_carry_their_record_number_and_what_it_told(stored: OpsStore, config: Config) -> None:
+    stored.save_probe_states(
+        [],
+        [{"service": "api", "opened_at": at("2026-10-03T10:00:00Z"), "closed_at": at("2026-10-03T10:12:30Z"),
+          "last_error": "HTTP 503"}],
+        [],
+    )  # fmt: skip
+    [record] = stored.incidents("api")
+    api = gather_month(stored, config, "2026-10", NOW).services[0]
+    first, second = api.incidents
+    assert first.record is not None and (first.alerts, first.escalations) == (0, 0)
+    assert second.record is None  # no record of that one: the report still shows it, from the SLA report
+    assert record["opened_at"] == first.start

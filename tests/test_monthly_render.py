@@ -79,7 +79,7 @@ def build_report(revision: int = 2) -> MonthReport:
     at = datetime(2026, 10, 4, 13, 5, tzinfo=UTC)
     shop = [
         Incident("shop-api", at, at + timedelta(seconds=754.5), 754.5),
-        Incident("shop-api", at + timedelta(days=9), at + timedelta(days=9, seconds=3725), 3725.0),
+        Incident("shop-api", at + timedelta(days=9), at + timedelta(days=9, seconds=3725), 3725.0, 17, 4, 1),
     ]
     hostile = [Incident(HOSTILE, at + timedelta(days=20), None, 93784.25)]
     services = [
@@ -240,6 +240,7 @@ def test_html_has_the_stored_figures(report: MonthReport, html: str) -> None:
     for seconds in stored:
         assert seconds in titles, seconds  # exact: 754.5, 93784.25, 98263.75 ...
     assert 'title="93784.25 s">26h 3m 4s<' in html
+    assert "#17: 4 alerts, 1 escalated" in html  # the incident record (opsflow incidents show 17)
     assert report.digest in html and "0b9f7c1e-run" in html
     for line in report.rules + report.changes + report.notes:
         assert line.replace("<", "&lt;") in html or line in html
