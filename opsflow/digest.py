@@ -25,7 +25,7 @@ class RoutineLine:
     last_run_at: datetime | None
     last_flow_run_id: str | None
     failing: list[str]  # "ITEM: CHECK" of the latest run's failing (fail/error) checks
-    fired: int  # times its schedules fired in the period (0: none, or not scheduled)
+    fired: int  # 1 when its schedules were due in the period, 0 when not (or it has none)
     ran: Literal["ok", "fail"]  # fail: configured, its schedule fired, and no run was recorded
     ran_detail: str
 

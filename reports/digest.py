@@ -209,9 +209,9 @@ def digest_sections(digest: Digest) -> list[Section]:
         if r.ran == "fail":
             schedule = Cell(f"DID NOT RUN: {_clean(r.ran_detail)}" if r.ran_detail else "DID NOT RUN", strong=True)
         elif r.fired:
-            schedule = Cell(f"fired {r.fired}x")
+            schedule = Cell("ran as scheduled")
         else:
-            schedule = Cell("not scheduled" if r.configured else "nothing to check")
+            schedule = Cell(_clean(r.ran_detail) or ("not scheduled" if r.configured else "nothing to check"))
         rows.append(
             Row(
                 [
