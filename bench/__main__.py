@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, str] = {
     "capacity": "bench.capacity",
     "data-quality": "bench.data_quality",
     "monthly-report": "bench.monthly_report",
+    "orchestration": "bench.orchestration",
+    "probe-scale": "bench.probe_scale",
 }
 
 

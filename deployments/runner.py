@@ -76,14 +76,21 @@ def read_deployments(
 
 
 def prefect_schedules(spec: DeploymentSpec) -> list[Any]:
-    """The spec's schedules as Prefect schedule objects (cron or interval, with their timezone)."""
+    """The spec's schedules as Prefect schedule objects (cron or interval, with their timezone, and the
+    schedule's own ``parameters``, ``slug`` and ``active`` when given)."""
     from prefect.schedules import Cron, Interval
 
     built = []
     for schedule in spec.schedules:
         timezone = schedule.get("timezone")
+        # Per-schedule parameters (N sharded schedules of one deployment) and slug, as `prefect deploy` takes them.
+        extra: dict[str, Any] = {
+            key: schedule[key] for key in ("parameters", "slug", "active") if schedule.get(key) is not None
+        }
+        if "parameters" in extra:
+            extra["parameters"] = dict(extra["parameters"])
         if "cron" in schedule:
-            built.append(Cron(schedule["cron"], timezone=timezone))
+            built.append(Cron(schedule["cron"], timezone=timezone, **extra))
         else:
             anchor = schedule.get("anchor_date")
             built.append(
@@ -91,6 +98,7 @@ def prefect_schedules(spec: DeploymentSpec) -> list[Any]:
                     timedelta(seconds=float(schedule["interval"])),
                     anchor_date=datetime.fromisoformat(anchor) if isinstance(anchor, str) else anchor,
                     timezone=timezone,
+                    **extra,
                 )
             )
     return built

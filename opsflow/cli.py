@@ -180,6 +180,8 @@ def parse_time(option: str, text: str | None, config: Config) -> datetime | None
 
 #: Routines that take ``--period``.
 PERIOD_ROUTINES = ("sla-report", "ops-digest")
+#: Routines that take ``--shard K/N`` (SPEC §5).
+SHARD_ROUTINES = ("uptime-probe",)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -196,6 +198,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"--period is only for {', '.join(PERIOD_ROUTINES)}, not {args.routine}")
     if args.routine in PERIOD_ROUTINES:
         params["period"] = args.period or "day"
+    if args.shard is not None:
+        if args.routine not in SHARD_ROUTINES:
+            raise UsageError(f"--shard is only for {', '.join(SHARD_ROUTINES)}, not {args.routine}")
+        from opsflow.shards import parse_shard
+
+        params["shard"], params["shards"] = parse_shard(args.shard)
     preflight(args.routine, config, params, as_of or datetime.now(UTC))  # refused before anything runs
     flow = load_routine(args.routine)
     quiet_terminal()
@@ -620,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--period",
         metavar="P",
         help="sla-report only: day, week, month, YYYY-MM or FROM..TO (default: day, the last complete one)",
+    )
+    run_routine.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="uptime-probe only: probe shard K of N (services split by a stable hash of their name)",
     )
     run_routine.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
     _add_config_option(run_routine)

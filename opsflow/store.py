@@ -26,8 +26,10 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from itertools import islice
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 
 STORE_DATABASE = "opsflow"
 CONNECT_TIMEOUT_SECONDS = 10
+#: Connections an :class:`OpsStore` keeps open between operations, and for how long at most.
+IDLE_CONNECTIONS = 8
+IDLE_SECONDS = 30.0
 _MIGRATION_LOCK = "opsflow.migrate"
 _MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 #: A history import sends its rows in COPYs of this many (all in one transaction).
@@ -251,10 +256,28 @@ def _write_probe_states(
 
 
 class OpsStore:
-    """Access to the ops store. Cheap to create; each operation takes its own connection."""
+    """Access to the ops store. Cheap to create; each operation takes a connection in a transaction of its own.
+
+    Connections are reused: one that ended its operation without an error goes back to a small idle list
+    (at most :data:`IDLE_CONNECTIONS`, reset with ``DISCARD ALL``), and the next operation takes it instead
+    of connecting again — a routine's task runs share a handful of connections rather than opening one
+    per operation (``bench orchestration``). One idle longer than :data:`IDLE_SECONDS`, one that fails a
+    ping, or one of another process (a fork) is never handed out; :attr:`connections_opened` counts the
+    connections this store made.
+    """
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self._idle: list[tuple[psycopg.Connection, float]] = []
+        self._idle_lock = threading.Lock()
+        self._pid = os.getpid()
+        self.connections_opened = 0
+
+    def __getstate__(self) -> dict[str, Any]:  # connections stay with the process that made them
+        return {"_url": self._url}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["_url"])  # type: ignore[misc]
 
     @classmethod
     def open(cls, config: Config | None = None, environ: Mapping[str, str] | None = None) -> OpsStore:
@@ -271,6 +294,34 @@ class OpsStore:
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         """A connection in a transaction that commits on success and rolls back on error."""
+        conn = self._reused() or self._connect()
+        try:
+            yield conn
+        except BaseException:
+            conn.close()  # rolls back; a connection an error went through is not reused
+            raise
+        try:
+            if not conn.closed:
+                conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        self._keep(conn)
+
+    def close(self) -> None:
+        """Close the idle connections (the store stays usable: the next operation connects again)."""
+        if os.getpid() != getattr(self, "_pid", None):
+            return
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
+    def __del__(self) -> None:
+        with suppress(Exception):  # at interpreter shutdown there may be nothing left to close them with
+            self.close()
+
+    def _connect(self) -> psycopg.Connection:
         try:
             conn = psycopg.connect(self._url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
         except psycopg.ProgrammingError as exc:
@@ -280,8 +331,47 @@ class OpsStore:
             # libpq's message can echo the host but never the password; keep it short anyway.
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreUnavailable(f"ops store unreachable: {first_line}") from None
-        with conn:
-            yield conn
+        # No server-side prepared statements: ``DISCARD ALL`` between operations would drop them under psycopg.
+        conn.prepare_threshold = None
+        self.connections_opened += 1
+        return conn
+
+    def _reused(self) -> psycopg.Connection | None:
+        """An idle connection that still answers, ready for a new transaction; None when there is none."""
+        if os.getpid() != self._pid:  # a forked child: the parent's connections are not ours to use or close
+            self._idle, self._idle_lock, self._pid = [], threading.Lock(), os.getpid()
+            return None
+        while True:
+            with self._idle_lock:
+                if not self._idle:
+                    return None
+                conn, since = self._idle.pop()
+            if time.monotonic() - since > IDLE_SECONDS:
+                conn.close()
+                continue
+            try:
+                conn.execute("select 1")  # autocommit while idle: a server gone since is noticed here
+                conn.autocommit = False
+            except psycopg.Error:
+                conn.close()
+                continue
+            return conn
+
+    def _keep(self, conn: psycopg.Connection) -> None:
+        """Back to the idle list, reset, or closed when the list is full or the reset fails."""
+        if conn.closed or conn.broken or os.getpid() != self._pid:
+            return
+        try:
+            conn.autocommit = True
+            conn.execute("discard all")  # temp tables, session settings, advisory locks: as a new session
+        except psycopg.Error:
+            conn.close()
+            return
+        with self._idle_lock:
+            if len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()
 
     # -- schema -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ configs, so ``<script>`` shows as text. Links go only to ``http(s)`` addresses (
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime
 from pathlib import Path
@@ -31,8 +32,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 _BADGE_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "error": "ERROR"}
 
 
-def render_status_page(snapshot: StatusSnapshot) -> str:
-    """The status page as one HTML document (see the module's docstring)."""
+@functools.cache
+def _template() -> Any:
+    """The page's template, compiled once per process (every routine run refreshes the page, the minute
+    probe's included: compiling it each time cost more than gathering and writing the page)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     environment = Environment(
@@ -42,6 +45,19 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.globals.update(
+        badge=badge,
+        days=format_days,
+        left=format_days_left,
+        quantity=_quantity,
+        failing=failing_items,
+        link=safe_link,
+    )
+    return environment.get_template("status.html.j2")
+
+
+def render_status_page(snapshot: StatusSnapshot) -> str:
+    """The status page as one HTML document (see the module's docstring)."""
     zone = ZoneInfo(snapshot.timezone)
     now = snapshot.generated_at
 
@@ -51,24 +67,16 @@ def render_status_page(snapshot: StatusSnapshot) -> str:
     def age(moment: datetime) -> str:
         return format_age((now - moment).total_seconds())
 
-    environment.globals.update(
-        badge=badge,
-        when=when,
-        age=age,
-        days=format_days,
-        left=format_days_left,
-        quantity=_quantity,
-        failing=failing_items,
-        link=safe_link,
-    )
     counts = {status: 0 for status in (*_BADGE_WORDS, "none")}
     for routine in snapshot.routines:
         counts[routine.result.status if routine.result is not None else "none"] += 1
     return str(
-        environment.get_template("status.html.j2").render(
+        _template().render(
             s=snapshot,
             counts=counts,
             soon=[e for e in snapshot.expiries if e.days_left is not None and e.days_left <= snapshot.warn_within_days],
+            when=when,
+            age=age,
         )
     )
 

@@ -466,21 +466,25 @@ def fetch_for_reading(storage: BackupStorage, obj: StoredObject, workdir: Path) 
 
 
 def verify_object(
-    storage: BackupStorage, obj: StoredObject, backup: BackupSet, workdir: Path, restore: bool, is_s3: bool
+    storage: BackupStorage, obj: StoredObject, backup: BackupSet, workdir: Path | None, restore: bool, is_s3: bool
 ) -> ObjectVerification:
-    """Checksum, full read and (optionally) restore of one backup, reading it once."""
+    """Checksum, full read and (optionally) restore of one backup, reading it once. ``workdir`` is needed
+    (not None) to download the object, extract a base backup or restore it; a local file is read in place."""
     head = storage.head(obj.key) if is_s3 else None
     local = storage.local_path(obj.key)
-    path, computed = fetch_for_reading(storage, obj, workdir)
+    if workdir is None and (local is None or restore or backup.format == "pg_basebackup"):
+        raise ValueError(f"{obj.key}: verifying it needs a work directory")
+    scratch = workdir if workdir is not None else Path(tempfile.gettempdir())  # never written: see above
+    path, computed = fetch_for_reading(storage, obj, scratch)
     result = ObjectVerification(obj=obj, sha256=computed)
     if backup.checksum != "none":
         expected, source = expected_checksum(storage, obj, head, backup.checksum)
         result.checks["checksum"] = compare_checksum(obj.name, computed, expected, source, backup.checksum)
-    readable = read_archive(path, backup.format, obj.name, workdir)
+    readable = read_archive(path, backup.format, obj.name, scratch)
     if readable is not None:
         result.checks["readable"] = readable
     if restore and backup.format == "pg_dump" and (readable is None or readable.status == "ok"):
-        result.checks["restore"] = restore_into_scratch(path, obj.name, workdir)
+        result.checks["restore"] = restore_into_scratch(path, obj.name, scratch)
     if local is None:
         path.unlink(missing_ok=True)
     return result
@@ -542,7 +546,8 @@ def verify_backup_set(
 
     verdicts: dict[str, list[tuple[str, Check]]] = {name: [] for name in DEEP_CHECKS}
     rows: list[dict[str, Any]] = []
-    with verification_workdir() as scratch:
+    with contextlib.ExitStack() as stack:
+        scratch: list[Path] = []  # the set's work directory, made when the first object needs one
         for obj in backups:
             earlier = ledger.get(obj.key)
             restore = backup.restore_test and obj is newest
@@ -556,8 +561,14 @@ def verify_backup_set(
                     if name in verdicts:
                         verdicts[name].append((obj.key, Check.model_validate(stored)))
                 continue
-            workdir = Path(scratch) / str(len(rows))
-            workdir.mkdir()
+            # Only a download, an extracted base backup or a restore test needs a work directory: a local
+            # file is read in place (hundreds of small sets: no directory made and removed per object).
+            workdir = None
+            if restore or backup.format == "pg_basebackup" or storage.local_path(obj.key) is None:
+                if not scratch:
+                    scratch.append(stack.enter_context(verification_workdir()))
+                workdir = scratch[0] / str(len(rows))
+                workdir.mkdir()
             try:
                 verified = verify_object(storage, obj, backup, workdir, restore=restore, is_s3=is_s3)
             except PermanentFailure as exc:
@@ -566,7 +577,8 @@ def verify_backup_set(
                 detail = f"{obj.name}: could not be read locally: {exc.strerror or type(exc).__name__}"
                 verified = ObjectVerification(obj, None, {"readable": _check("readable", "fail", detail)})
             finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+                if workdir is not None:
+                    shutil.rmtree(workdir, ignore_errors=True)
             for name, check in verified.checks.items():
                 verdicts[name].append((obj.key, check))
             rows.append(

@@ -58,3 +58,9 @@ class Resources:
         if self._store is None:
             self._store = with_retries(self.open_store, "open the ops store")
         return self._store  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Close what the run opened and keeps open between operations (the store's idle connections)."""
+        close = getattr(self._store, "close", None)
+        if callable(close):
+            close()

@@ -107,10 +107,17 @@ class FilesystemBackupStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.skipped: list[str] = []
+        self._resolved_root: Path | None = None
+
+    def _real_root(self) -> Path:
+        """The root with its symlinks resolved, once (every key is checked against it)."""
+        if self._resolved_root is None:
+            self._resolved_root = self.root.resolve()
+        return self._resolved_root
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        if not path.is_relative_to(self._real_root()):
             raise PermanentFailure(f"key {key!r} leaves the storage directory")
         return path
 
@@ -151,7 +158,7 @@ class FilesystemBackupStorage:
             target = path.resolve(strict=True)
         except (OSError, RuntimeError):  # dangling, a loop
             return "a symlink to nothing"
-        if not target.is_relative_to(self.root.resolve()):
+        if not target.is_relative_to(self._real_root()):
             return "a symlink leading out of the storage directory"
         return None
 

@@ -730,3 +730,96 @@ def test_a_restore_test_server_left_by_a_killed_run_is_removed_by_the_next_run_n
 
             stop_postmaster(killed_dir / "0" / "restore-pg")
     assert not alive_dir.exists()
+
+
+# -- many small sets: bounded concurrency, few store connections, no work directory (bench orchestration) ----
+
+
+def small_sets(root: Path, count: int, now: datetime) -> list[str]:
+    """``count`` sets of 2 gzip backups (with sidecars) under ``root``: the config's ``backups:`` lines."""
+    lines = []
+    for index in range(count):
+        for night in range(2):
+            data = gzip.compress(f"-- set {index} night {night}\n".encode() * 50)
+            write_backup(root / f"s{index}", f"{night}.sql.gz", data, now - (2 - night) * DAY + HOUR, sidecar=data)
+        lines.append(f"  - {{name: s{index}, storage: local, prefix: s{index}/, format: sql_gz}}")
+    return lines
+
+
+def test_a_local_set_is_verified_in_place_without_a_work_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tasks.backups
+
+    small_sets(tmp_path, 1, NOW)
+    made: list[object] = []
+    real = tasks.backups.verification_workdir
+
+    def counted() -> Any:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(tasks.backups, "verification_workdir", counted)
+    backup = backup_set(prefix="s0/", format="sql_gz", min_size=0, retention=Retention(min_count=1))
+    verification = verify_backup_set(backup, FilesystemStorage(path=str(tmp_path)), NOW, {})
+    assert set(statuses(verification.item).values()) == {"ok"}
+    assert len(verification.ledger_rows) == 2
+    assert made == []  # nothing downloaded, extracted or restored: nothing to make and remove
+
+
+def test_many_sets_run_a_few_at_a_time_on_a_few_store_connections(
+    prefect_api: None, tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import opsflow.store
+    import tasks.backups
+    from flows._routine import routine_result
+    from flows.backup_verification import VERIFY_CONCURRENCY, backup_verification
+
+    count = VERIFY_CONCURRENCY + 6
+    now = datetime.now(UTC)
+    lines = small_sets(tmp_path / "backups", count, now)
+    config = tmp_path / "opsflow.yaml"
+    config.write_text(
+        f"store: {{url: '{pg_url}'}}\nstorages:\n  local: {{type: filesystem, path: '{tmp_path / 'backups'}'}}\n"
+        "backups:\n" + "\n".join(lines) + "\n"
+    )
+    connects: list[str] = []
+    real_connect = opsflow.store.psycopg.connect
+
+    def counted_connect(*args: Any, **kwargs: Any) -> Any:
+        connects.append("store")
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(opsflow.store.psycopg, "connect", counted_connect)
+    running, most = [0], [0]
+    lock = threading.Lock()
+    real_verify = tasks.backups.verify_backup_set
+
+    def slow_verify(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.3)  # long enough for every set to be in flight at once, were they not bounded
+            return real_verify(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(tasks.backups, "verify_backup_set", slow_verify)
+    state = backup_verification(config_path=str(config), return_state=True)
+    result = routine_result(state)
+    assert result is not None and len(result.items) == count
+    assert {item.status for item in result.items} == {"ok"}
+    assert 1 < most[0] <= VERIFY_CONCURRENCY  # unbounded, all of them at once
+    # two store operations per set and the run's own; before, one connection each: over 2 * count
+    assert len(connects) <= VERIFY_CONCURRENCY + 2
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("select count(*) from opsflow.backup_verifications").fetchone() == (2 * count,)
+        idle = conn.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchone()
+    assert idle == (0,)  # the run closed what it kept open

@@ -101,11 +101,18 @@ _RETRIED_STATUSES = {429, 502, 503}
 
 
 def prefect_api(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
-    """``method`` on a Prefect API ``url``, retried as Prefect's client retries; its JSON (None if empty)."""
-    for attempt in range(6):
-        response = httpx.request(method, url, json=body, timeout=10)
-        if response.status_code not in _RETRIED_STATUSES:
-            break
+    """``method`` on a Prefect API ``url``, retried as Prefect's client retries (and on a time-out: a
+    server busy with a burst of first runs may take longer than one read); its JSON (None if empty)."""
+    attempts = 6
+    for attempt in range(attempts):
+        try:
+            response = httpx.request(method, url, json=body, timeout=30)
+        except httpx.TimeoutException:
+            if attempt == attempts - 1:
+                raise
+        else:
+            if response.status_code not in _RETRIED_STATUSES or attempt == attempts - 1:
+                break
         time.sleep(0.5 * 2**attempt)
     response.raise_for_status()
     return response.json() if response.content else None

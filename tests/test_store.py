@@ -207,3 +207,95 @@ def test_redaction_knows_passwords_beyond_user_colon_password_at(text: str, reda
     from opsflow.redact import redact
 
     assert redact(text) == redacted
+
+
+# -- connections reused between operations (bench orchestration) ---------------------------
+
+
+def backends(pg_url: str) -> int:
+    """Sessions open on the test's database, this query's own left out."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        row = conn.execute(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_operations_reuse_one_connection_each_as_a_new_session(pg_url: str) -> None:
+    store = OpsStore(pg_url)
+    store.migrate()
+    for _ in range(20):
+        assert store.latest_verifications("orders-db") == {}
+        store.save_result(RoutineResult(routine="r", as_of=T0, items=[]))
+    with store.connection() as conn:  # a temporary table, a setting: gone for the next operation
+        conn.execute("create temp table scratch (x int)")
+        conn.execute("set time zone 'Asia/Tokyo'")
+    with store.connection() as conn:
+        assert conn.execute("select to_regclass('pg_temp.scratch')").fetchone() == (None,)
+        assert conn.execute("show time zone").fetchone() != ("Asia/Tokyo",)
+    assert store.connections_opened == 1
+    assert backends(pg_url) == 1
+    store.close()
+    assert backends(pg_url) == 0
+
+
+def test_a_failed_operation_rolls_back_and_its_connection_is_not_reused(pg_url: str) -> None:
+    store = OpsStore(pg_url)
+    store.migrate()
+
+    def failing() -> None:
+        with store.connection() as conn:
+            conn.execute("insert into opsflow.schema_version (version, name) values (99999, 'x')")
+            conn.execute("select 1 / 0")
+
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        failing()
+    assert store.schema_version() < 99999
+    assert store.connections_opened == 2
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_not_handed_out(pg_url: str) -> None:
+    store = OpsStore(pg_url)
+    store.migrate()
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid()"
+        )
+    assert store.schema_version() > 0  # no error: the dead connection failed its ping and a new one was made
+    assert store.connections_opened == 2
+
+
+def test_concurrent_operations_keep_a_bounded_number_of_connections(pg_url: str) -> None:
+    from opsflow.store import IDLE_CONNECTIONS
+
+    store = OpsStore(pg_url)
+    store.migrate()
+    barrier = threading.Barrier(4)
+
+    def work() -> None:
+        for index in range(25):
+            with store.connection() as conn:
+                if index == 0:
+                    barrier.wait()  # four operations at once: four connections
+                conn.execute("select 1")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.connections_opened <= 4  # 100 operations
+    assert backends(pg_url) <= IDLE_CONNECTIONS
+
+
+def test_a_pickled_store_takes_no_connection_with_it(pg_url: str) -> None:
+    import pickle
+
+    store = OpsStore(pg_url)
+    store.migrate()
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.url == store.url and copy.connections_opened == 0
+    assert copy.schema_version() == store.schema_version()
+    copy.close()
+    store.close()
