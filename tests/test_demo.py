@@ -3,29 +3,25 @@ every routine served and run once, then everything stopped.
 
 - ``--once`` finishes in under three minutes with exit 0, names the UI and the ``export`` line, shows the
   backup verification red (the stale set) and every uptime and SLA run final, and leaves nothing running;
-- without ``--once`` the schedules go on (the uptime probe's interval schedule fires a second run) until
-  SIGINT, which stops everything.
+- without ``--once`` the schedules go on until SIGINT, which stops everything: tested in tests/test_ui.py on
+  the serving demo its browser tests look at (one demo start fewer in the suite).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from deployments.demo_services import MARKER, stop_marked
-from tests.test_schedules import prefect_api
 
 REPO = Path(__file__).resolve().parent.parent
 FINAL = {"Completed", "Failed", "Cancelled", "Crashed"}
@@ -126,65 +122,3 @@ def test_demo_once_runs_every_routine_and_stops_everything(home: Path) -> None:
     assert any("ops digest" in mail.lower() and "ops-leads@example.com" in mail for mail in mails)
     _assert_nothing_left(home, ports)
     assert (home / "demo" / "opsflow.yaml").is_file()  # the demo's data stays for a look afterwards
-
-
-def _read_lines(stream: Any, into: list[str]) -> None:
-    for line in stream:
-        into.append(line)
-
-
-def test_demo_serves_the_schedules_until_sigint(home: Path, tmp_path: Path) -> None:
-    lines: list[str] = []
-    stderr = (tmp_path / "demo.err").open("w")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "opsflow", "demo"],
-        cwd=REPO,
-        env=_environ(home),
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
-    reader = threading.Thread(target=_read_lines, args=(demo.stdout, lines), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 150
-        api = None
-        while api is None:
-            found = re.search(r"export PREFECT_API_URL=(\S+)", "".join(lines))
-            api = found[1] if found else None
-            assert demo.poll() is None, "".join(lines) + (tmp_path / "demo.err").read_text()
-            assert time.monotonic() < deadline, "the demo did not come up:\n" + (tmp_path / "demo.err").read_text()
-            time.sleep(0.5)
-
-        deployments = prefect_api("POST", f"{api}/deployments/filter", {})
-        [uptime] = [d for d in deployments if d["entrypoint"].endswith(":uptime_probe")]
-        deadline = time.monotonic() + 150
-        while True:
-            finished = prefect_api(
-                "POST",
-                f"{api}/flow_runs/filter",
-                {
-                    "deployments": {"id": {"any_": [uptime["id"]]}},
-                    "flow_runs": {"state": {"type": {"any_": FINAL_TYPES}}},
-                },
-            )
-            if len(finished) >= 2:
-                break
-            assert demo.poll() is None, (tmp_path / "demo.err").read_text()
-            assert time.monotonic() < deadline, f"the uptime probe ran {len(finished)} times, not twice"
-            time.sleep(2)
-        assert any(run["auto_scheduled"] for run in finished)  # its interval schedule fired on its own
-
-        output = "".join(lines)
-        ports = _ports(output + (tmp_path / "demo.err").read_text())
-        demo.send_signal(signal.SIGINT)
-        assert demo.wait(timeout=120) == 0, (tmp_path / "demo.err").read_text()[-3000:]
-        _assert_nothing_left(home, ports)
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-        reader.join(timeout=5)
-        if demo.stdout is not None:
-            demo.stdout.close()
-        stderr.close()

@@ -1,8 +1,11 @@
-"""The Prefect UI as an ops lead sees it, in a real browser: with ``opsflow demo`` running, Debian's
-chromium (driven by Playwright through ``executable_path``; no browser download exists here) loads the
-deployments page — every deployment listed with its schedule — and the red run's page — its failing task
-and why. Screenshots are kept as test artifacts under ``$OPSFLOW_TEST_ARTIFACTS`` (default
-``.test-artifacts/ui``); the assertions are on the DOM."""
+"""``opsflow demo`` serving, as an ops lead sees it and until it is stopped.
+
+In a real browser — Debian's chromium, driven by Playwright through ``executable_path`` (no browser
+download exists here) — the deployments page lists every deployment with its schedule and the red run's
+page shows its failing task and why; screenshots are kept as test artifacts under
+``$OPSFLOW_TEST_ARTIFACTS`` (default ``.test-artifacts/ui``), the assertions are on the DOM. Then the
+schedules go on on their own (the uptime probe's interval schedule fires a second run) until SIGINT,
+which stops everything the demo started (the last test: it ends the module's demo)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import pytest
 import yaml
 
 from deployments.demo_services import stop_marked
-from tests.test_demo import REPO, _environ
+from tests.test_demo import FINAL_TYPES, REPO, _assert_nothing_left, _environ, _ports
+from tests.test_schedules import prefect_api
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As the machine notes say: without the background-networking flags chromium keeps dialling out.
@@ -39,10 +43,9 @@ DEPLOYMENTS = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """``opsflow demo`` running: the UI's address and the red run's page, once its first runs are final."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get install chromium)")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``opsflow demo`` running: the UI's address and the red run's page once its first runs are final, and
+    what the last test needs to stop it (the process, its output, its home)."""
     home = tmp_path_factory.mktemp("ui") / "home"
     errors = home.parent / "demo.err"
     errors_file = errors.open("w")
@@ -65,9 +68,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         ui = re.search(r"The Prefect UI: (http://127\.0\.0\.1:\d+)", output)
         red = re.search(r"the red run\s+(\S+)", output)
         assert ui is not None and red is not None, output
-        yield {"ui": ui[1], "red_run": red[1]}
+        yield {"ui": ui[1], "red_run": red[1], "process": process, "lines": lines, "home": home, "errors": errors}
     finally:
-        process.send_signal(signal.SIGINT)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=60)
         if process.poll() is None:
@@ -80,7 +84,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def browser(demo: dict[str, str]) -> Iterator[Any]:
+def browser(demo: dict[str, Any]) -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -102,7 +108,7 @@ def screenshot(page: Any, name: str) -> Path:
 UI_PAGE_SIZE = 10  # rows per page of the Prefect 3.8 UI's deployments table
 
 
-def test_the_deployments_page_lists_every_deployment_with_its_schedule(demo: dict[str, str], browser: Any) -> None:
+def test_the_deployments_page_lists_every_deployment_with_its_schedule(demo: dict[str, Any], browser: Any) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{demo['ui']}/deployments")
     page.get_by_text(f"{len(DEPLOYMENTS)} Deployments").wait_for(timeout=30_000)
@@ -119,7 +125,7 @@ def test_the_deployments_page_lists_every_deployment_with_its_schedule(demo: dic
     assert "Ready" in body  # served: not "Not Ready"
 
 
-def test_the_red_runs_page_shows_its_failing_task_and_why(demo: dict[str, str], browser: Any) -> None:
+def test_the_red_runs_page_shows_its_failing_task_and_why(demo: dict[str, Any], browser: Any) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(demo["red_run"])
     page.get_by_text("crm-db: fresh: newest backup is").wait_for(timeout=30_000)  # the run's ERROR line
@@ -136,3 +142,31 @@ def test_the_red_runs_page_shows_its_failing_task_and_why(demo: dict[str, str], 
     tab = page.inner_text("body")
     assert "verify[shop-db]" in tab and "verify[crm-db]" in tab
     assert re.search(r"verify\[crm-db\][\s\S]{0,200}Failed", tab), tab[:2000]
+
+
+def test_the_demo_serves_the_schedules_until_sigint(demo: dict[str, Any]) -> None:
+    process, errors = demo["process"], demo["errors"]
+    api = f"{demo['ui']}/api"
+    deployments = prefect_api("POST", f"{api}/deployments/filter", {})
+    [uptime] = [d for d in deployments if d["entrypoint"].endswith(":uptime_probe")]
+    deadline = time.monotonic() + 150
+    while True:
+        finished = prefect_api(
+            "POST",
+            f"{api}/flow_runs/filter",
+            {
+                "deployments": {"id": {"any_": [uptime["id"]]}},
+                "flow_runs": {"state": {"type": {"any_": FINAL_TYPES}}},
+            },
+        )
+        if len(finished) >= 2:
+            break
+        assert process.poll() is None, errors.read_text()[-3000:]
+        assert time.monotonic() < deadline, f"the uptime probe ran {len(finished)} times, not twice"
+        time.sleep(2)
+    assert any(run["auto_scheduled"] for run in finished)  # its interval schedule fired on its own
+
+    ports = _ports("".join(demo["lines"]) + errors.read_text())
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 0, errors.read_text()[-3000:]
+    _assert_nothing_left(demo["home"], ports)
