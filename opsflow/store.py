@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from itertools import islice
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -255,6 +256,31 @@ def _write_probe_states(
         )
 
 
+#: A sharded run's stored scope (``shard 2/4``), and how far apart the shard runs of one round may start.
+_SHARD_SCOPE = re.compile(r"shard \d+/(\d+)")
+SHARD_ROUND = timedelta(minutes=1)
+
+
+def _result_of(stored: Any) -> RoutineResult:
+    return RoutineResult.model_validate(stored if isinstance(stored, dict) else json.loads(stored))
+
+
+def _round_of(conn: psycopg.Connection, routine: str, scope: str, as_of: datetime) -> RoutineResult:
+    """The newest result of every shard ``K/N`` of ``routine`` (N as in ``scope``) within :data:`SHARD_ROUND`
+    up to ``as_of``, as one result: their items, the newest one's instant and flow run."""
+    shards = _SHARD_SCOPE.fullmatch(scope)[1]  # type: ignore[index]
+    rows = conn.execute(
+        """select distinct on (scope) result from opsflow.routine_runs
+           where routine = %s and scope like %s and as_of > %s and as_of <= %s
+           order by scope, as_of desc""",
+        (routine, f"shard %/{shards}", as_of - SHARD_ROUND, as_of),
+    ).fetchall()
+    parts = sorted((_result_of(row[0]) for row in rows), key=lambda result: result.as_of)
+    latest = parts[-1]
+    items = [item for part in parts for item in part.items]
+    return RoutineResult(routine=routine, as_of=latest.as_of, flow_run_id=latest.flow_run_id, items=items)
+
+
 class OpsStore:
     """Access to the ops store. Cheap to create; each operation takes a connection in a transaction of its own.
 
@@ -470,20 +496,23 @@ class OpsStore:
 
     def latest_results(self, routines: Sequence[str], end: datetime | None = None) -> dict[str, RoutineResult]:
         """The newest stored result of each of ``routines`` (any scope) with ``as_of < end`` (any time when
-        None), by routine; a routine without one is left out. One index probe per routine."""
+        None), by routine; a routine without one is left out. One index probe per routine. A sharded
+        routine's (scope ``shard K/N``) is its round: the newest result of each of the N shards within
+        :data:`SHARD_ROUND` before the newest, their items together."""
         with self.connection() as conn:
             rows = conn.execute(
-                """select r.name, newest.result from unnest(%(routines)s::text[]) r(name)
+                """select r.name, newest.scope, newest.as_of, newest.result from unnest(%(routines)s::text[]) r(name)
                    cross join lateral (
-                       select result from opsflow.routine_runs
+                       select scope, as_of, result from opsflow.routine_runs
                        where routine = r.name and (%(end)s::timestamptz is null or as_of < %(end)s)
                        order by as_of desc limit 1) newest""",
                 {"routines": list(routines), "end": end},
             ).fetchall()
-        return {
-            row[0]: RoutineResult.model_validate(row[1] if isinstance(row[1], dict) else json.loads(row[1]))
-            for row in rows
-        }
+            newest = {name: _result_of(result) for name, _, _, result in rows}
+            for name, scope, as_of, _ in rows:
+                if _SHARD_SCOPE.fullmatch(scope):
+                    newest[name] = _round_of(conn, name, scope, as_of)
+        return newest
 
     def run_counts(self, start: datetime, end: datetime) -> dict[str, dict[str, int]]:
         """Stored runs with ``start <= as_of < end`` by routine and status (``{routine: {status: n}}``),

@@ -110,6 +110,10 @@ def test_the_shard_runs_of_one_round_probe_every_service_once_and_keep_their_res
     for k, names in enumerate(items, start=1):
         assert names == [n for n in NAMES if shard_of(n, 3) == k]
     assert set(store.probe_states()) == set(NAMES)
+    # The newest result of the routine (the status page's, the digest's) is the newest round: every shard's items.
+    newest = store.latest_results(["uptime-probe"])["uptime-probe"]
+    assert sorted(item.name for item in newest.items) == sorted(NAMES)
+    assert newest.as_of > datetime.fromisoformat(as_of)  # the second round, not the first
 
 
 def test_a_shard_tracks_and_alerts_only_its_own_services(
