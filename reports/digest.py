@@ -26,15 +26,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from opsflow.digest import Digest, RoutineLine
 from opsflow.redact import redact
+from reports._jinja import jinja_environment
 from reports.monthly import inline_css
 
-TEMPLATES = Path(__file__).parent / "templates"
 FONT_STACK = '"DejaVu Sans", "Liberation Sans", sans-serif'
 
 # Slack's limits for one message (Block Kit): blocks per message, header text, section text.
@@ -542,23 +541,11 @@ def digest_text(digest: Digest) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _environment() -> Any:
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def digest_html(digest: Digest) -> str:
     """The email's HTML: one self-contained document (styles inline, no external resource, no script),
     every value autoescaped."""
     html = (
-        _environment()
+        jinja_environment()
         .get_template("digest.html.j2")
         .render(
             title=_title(digest),

@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -34,8 +33,8 @@ from markupsafe import Markup, escape
 
 from opsflow.monthly import CapacityForecast, MonthReport, ServiceMonth
 from opsflow.units import format_quantity
+from reports._jinja import jinja_environment
 
-TEMPLATES = Path(__file__).parent / "templates"
 FONT_STACK = '"DejaVu Sans", "Liberation Sans", sans-serif'
 # Above this many services the availability chart shows the worst ones plus a histogram of all:
 # 1,000 bars are unreadable and make a multi-megabyte SVG.
@@ -407,17 +406,8 @@ def render_html(report: MonthReport, charts: Charts, *, for_email: bool = False)
 
 
 def _environment() -> Any:
-    """The jinja2 environment: autoescape on for everything, the formatting helpers as globals."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    environment = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.globals.update(
+    """The jinja2 environment with the formatting helpers as globals."""
+    return jinja_environment(
         pct=format_pct,
         hms=format_hms,
         dur=_duration,
@@ -427,7 +417,6 @@ def _environment() -> Any:
         quantity=_quantity,
         days=_days,
     )
-    return environment
 
 
 def _chart_markup(charts: Charts, for_email: bool) -> dict[str, Markup]:

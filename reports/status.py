@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import math
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,8 +26,8 @@ from markupsafe import Markup
 from opsflow.results import RoutineResult
 from opsflow.status import StatusSnapshot
 from opsflow.units import format_quantity
+from reports._jinja import jinja_environment
 
-TEMPLATES = Path(__file__).parent / "templates"
 _BADGE_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "error": "ERROR"}
 
 
@@ -36,16 +35,7 @@ _BADGE_WORDS = {"ok": "OK", "warn": "WARN", "fail": "FAIL", "error": "ERROR"}
 def _template() -> Any:
     """The page's template, compiled once per process (every routine run refreshes the page, the minute
     probe's included: compiling it each time cost more than gathering and writing the page)."""
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    environment = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    environment.globals.update(
+    environment = jinja_environment(
         badge=badge,
         days=format_days,
         left=format_days_left,
