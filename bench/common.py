@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -51,3 +52,23 @@ def best_seconds(action: Callable[[], object], repeats: int) -> float:
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (for a benchmark's own server)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str) -> None:
+    """Until ``url`` answers at all (10 s at most): the benchmark's server has started."""
+    import httpx
+
+    for _ in range(100):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("the benchmark server did not start")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench.common import BenchResult
+from bench.common import BenchResult, free_port, wait_until_up
 from opsflow.embedded import EmbeddedPostgres
 from opsflow.store import OpsStore
 from tasks.probes import MAX_IN_FLIGHT
@@ -50,22 +49,6 @@ APP = textwrap.dedent("""
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": b'{"status": "ok"}'})
 """)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_up(url: str) -> None:
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the benchmark server did not start")
 
 
 def shards_for_machine() -> int:
@@ -104,7 +87,7 @@ def _environ(api_url: str, home: Path, **extra: str) -> dict[str, str]:
 
 
 def _prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     environ = _environ(
         api_url,
@@ -130,12 +113,12 @@ def _prefect_server(home: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def _uvicorn(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     (tmp / "bench_app.py").write_text(APP)
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "uvicorn", "bench_app:app", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--log-level", "warning", "--app-dir", str(tmp), "--backlog", "4096"]
     server = _start(command, dict(os.environ), tmp / "uvicorn.log")
     base = f"http://127.0.0.1:{port}"
-    _wait_until_up(base)
+    wait_until_up(base)
     return server, base
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,9 +21,8 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 
 import aiohttp
-import httpx
 
-from bench.common import BenchResult
+from bench.common import BenchResult, free_port, wait_until_up
 from opsflow.config import Service
 from tasks.probes import MAX_CONNECTIONS, MAX_IN_FLIGHT, probe_all
 
@@ -43,22 +41,6 @@ SERVER = textwrap.dedent("""
     app.router.add_get("/{tail:.*}", health)
     web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, handle_signals=True)
 """)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_until_up(url: str) -> None:
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("the benchmark server did not start")
 
 
 async def _bare_loop(urls: list[str]) -> None:
@@ -92,13 +74,13 @@ def _median_rates(actions: list[object], count: int, repeats: int) -> list[float
 def run(quick: bool) -> BenchResult:
     count = 2000 if quick else 5000  # runs long enough that connection set-up and the loop's start are noise
     repeats = 7 if quick else 9  # on a shared machine: many runs, interleaved, for a stable median
-    port = _free_port()
+    port = free_port()
     with TemporaryDirectory() as tmp:
         (Path(tmp) / "bench_server.py").write_text(SERVER)
         server = subprocess.Popen([sys.executable, str(Path(tmp) / "bench_server.py"), str(port)])
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_until_up(base)
+            wait_until_up(base)
             urls = [f"{base}/service/{n}/health" for n in range(count)]
             services = [
                 Service(
