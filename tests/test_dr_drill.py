@@ -445,6 +445,8 @@ def _cli_mode_env(tmp_path: Path, extra: dict[str, str]) -> dict[str, str]:
     return {
         **env,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Two temporary servers start at once on a shared machine: Prefect's 20 s start-up limit is too tight.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PYTHONPATH": str(REPO),

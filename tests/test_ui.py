@@ -116,8 +116,13 @@ def test_the_deployments_page_lists_every_deployment_with_its_schedule(demo: dic
     rows = page.locator("tbody tr")
     # The UI lists 10 deployments a page: the heading counts them all, the first page shows 10 of them.
     assert rows.count() == min(len(DEPLOYMENTS), UI_PAGE_SIZE)
-    listed = {tuple(row.inner_text().split()[:2]) for row in rows.all()}  # (deployment, flow) per row
     expected = {(entry["name"], entry["entrypoint"].rsplit(":", 1)[1].replace("_", "-")) for entry in DEPLOYMENTS}
+    deadline = time.monotonic() + 30
+    while True:  # each row's flow name is fetched after the row itself: read once they are all in
+        listed = {tuple(row.inner_text().split()[:2]) for row in rows.all()}  # (deployment, flow) per row
+        if listed <= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert listed <= expected and len(listed) == rows.count()
     body = page.inner_text("body")
     assert "Every minute" in body  # uptime-probe/every-minute
