@@ -3,9 +3,9 @@
 What it starts, all under ``$OPSFLOW_HOME/demo`` (``./.opsflow/demo`` by default):
 
 - a Prefect server with its UI on http://127.0.0.1:4200, or the next free port (``prefect/``: its
-  home and SQLite database);
-- an embedded PostgreSQL (``pgdata/``): the ops store, and the sample "production" databases
-  ``shop`` (customers, products, orders, order lines) and ``crm``;
+  home; its database ``prefect`` on the embedded PostgreSQL);
+- an embedded PostgreSQL (``pgdata/``): the Prefect server's database, the ops store, and the sample
+  "production" databases ``shop`` (customers, products, orders, order lines) and ``crm``;
 - moto's S3 server on a free port, bucket ``prod-backups``: three real ``pg_dump`` backups of
   ``shop``, fresh, with S3 SHA-256 checksums and server-side encryption (set ``shop-db``);
 - ``backups/crm/``: backups of ``crm`` whose newest is three days old (set ``crm-db``: the red run);
@@ -74,7 +74,7 @@ from deployments.demo_services import (
     wait_for_port,
 )
 from deployments.runner import PREFECT_YAML, PROJECT, DeploymentSpec, read_deployments
-from opsflow.embedded import EmbeddedPostgres, home_dir
+from opsflow.embedded import EmbeddedPostgres, asyncpg_url, home_dir
 from opsflow.errors import RoutineIncomplete, UsageError
 
 UI_PORT = 4200
@@ -128,6 +128,8 @@ class Demo:
     http_port: int = 0
     smtp_port: int = 0
     children: list[Child] = field(default_factory=list)
+    prefect_server: Child | None = None
+    s3: Child | None = None
     service: SampleService | None = None
     smtp: SmtpSink | None = None
     postgres: EmbeddedPostgres | None = None
@@ -308,26 +310,37 @@ class Demo:
     # -- starting ----------------------------------------------------------------------------------
 
     def start_servers(self) -> None:
-        """The Prefect server and S3 as processes, HTTP and SMTP in threads, PostgreSQL and the data in a
-        thread of their own: all at once (the server's first start takes longest)."""
-        self.prefect_home.mkdir()
-        server_env = self.child_environment(
-            PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{self.prefect_home / 'prefect.db'}",
-            PREFECT_SERVER_LOGGING_LEVEL="WARNING",
-            PREFECT_LOGGING_LEVEL="WARNING",
-        )
-        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.ui_port)]
-        self.children.append(spawn("Prefect server", argv, server_env, self.logs / "prefect-server.log"))
+        """S3 as a process, HTTP and SMTP in threads, PostgreSQL, then the Prefect server on it as a process
+        and the data in a thread of their own, at once (the server's first start takes longest).
+
+        The Prefect server keeps its database on the embedded PostgreSQL, not SQLite: a dozen first runs
+        writing at once made SQLite answer "database is locked" and stall each API call for a minute.
+        """
         s3_argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.s3_port)]
-        self.children.append(spawn("S3 endpoint", s3_argv, self.child_environment(), self.logs / "s3.log"))
+        self.s3 = spawn("S3 endpoint", s3_argv, self.child_environment(), self.logs / "s3.log")
+        self.children.append(self.s3)
         self.service = SampleService(self.http_port, self.demo_dir / "webhook.jsonl").start()
         self.smtp = SmtpSink(self.smtp_port, self.demo_dir / "mail").start()
         self.say(
             f"sample HTTP service {self.service.url} (/health is down minutes :x8-:x9), "
             f"SMTP sink 127.0.0.1:{self.smtp_port}"
         )
+        self.postgres = EmbeddedPostgres.start(self.demo_dir / "pgdata", keep_running=False)
+        self.start_prefect_server(self.postgres.ensure_database("prefect"))
         self.data_thread = threading.Thread(target=self._data_in_thread, name="demo-data", daemon=True)
         self.data_thread.start()
+
+    def start_prefect_server(self, database_url: str) -> None:
+        """``prefect server start`` on the UI port, its database ``database_url`` (libpq)."""
+        self.prefect_home.mkdir()
+        server_env = self.child_environment(
+            PREFECT_SERVER_DATABASE_CONNECTION_URL=asyncpg_url(database_url),
+            PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+            PREFECT_LOGGING_LEVEL="WARNING",
+        )
+        argv = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.ui_port)]
+        self.prefect_server = spawn("Prefect server", argv, server_env, self.logs / "prefect-server.log")
+        self.children.append(self.prefect_server)
 
     def _data_in_thread(self) -> None:
         try:
@@ -336,10 +349,9 @@ class Demo:
             self.data_error = exc
 
     def make_data(self) -> None:
-        """PostgreSQL with the store and sample databases, backups, the config, and probe history."""
+        """The store and sample databases on the embedded PostgreSQL, backups, the config, and history."""
         now = datetime.now(UTC)
-        self.postgres = EmbeddedPostgres.start(self.demo_dir / "pgdata", keep_running=False)
-        if self.stopping.is_set():
+        if self.postgres is None or self.stopping.is_set():
             return
         server_url = self.postgres.url()
         store_url = self.postgres.ensure_database("opsflow")
@@ -367,8 +379,8 @@ class Demo:
             return
         self.seed_probe_history(now)
         self.seed_capacity_history(now, endpoints.shop_size)
-        s3 = self.children[1]
-        wait_for_port(self.s3_port, s3, timeout=60)
+        if self.s3 is not None:
+            wait_for_port(self.s3_port, self.s3, timeout=60)
         if self.stopping.is_set():
             return
         upload_backups(endpoints.s3_url, CREDENTIALS, shop_dumps)
@@ -408,7 +420,9 @@ class Demo:
     def wait_for_prefect(self) -> None:
         import httpx
 
-        server = self.children[0]
+        server = self.prefect_server
+        if server is None:
+            raise RuntimeError("the Prefect server was never started")
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
             if not server.running():

@@ -163,3 +163,22 @@ def url_with_database(url: str, database: str) -> str:
 
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + quote(database, safe="")))
+
+
+def asyncpg_url(libpq_url: str) -> str:
+    """A libpq URL as SQLAlchemy's asyncpg URL (Unix socket or TCP), as a Prefect server takes it
+    (``PREFECT_SERVER_DATABASE_CONNECTION_URL``).
+
+    >>> asyncpg_url("postgresql://postgres:@/prefect?host=/tmp/pg&port=5432")
+    'postgresql+asyncpg://postgres@/prefect?host=/tmp/pg&port=5432'
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(libpq_url)
+    query = parse_qs(parts.query)
+    user = parts.username or "postgres"
+    password = f":{parts.password}" if parts.password else ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    params = "&".join(f"{key}={values[0]}" for key, values in query.items() if key in ("host", "port"))
+    return f"postgresql+asyncpg://{user}{password}@{host}{port}{parts.path}" + (f"?{params}" if params else "")

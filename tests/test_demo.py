@@ -122,3 +122,6 @@ def test_demo_once_runs_every_routine_and_stops_everything(home: Path) -> None:
     assert any("ops digest" in mail.lower() and "ops-leads@example.com" in mail for mail in mails)
     _assert_nothing_left(home, ports)
     assert (home / "demo" / "opsflow.yaml").is_file()  # the demo's data stays for a look afterwards
+    # The Prefect server's database is the embedded PostgreSQL: on SQLite, a dozen first runs writing at
+    # once stalled API calls for a minute each ("database is locked").
+    assert not list((home / "demo" / "prefect").rglob("*.db")), "the demo's Prefect server used SQLite"

@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
@@ -28,7 +27,7 @@ from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from psycopg import sql
 
-from opsflow.embedded import url_with_database
+from opsflow.embedded import asyncpg_url, url_with_database
 from opsflow.shards import shard_of
 from opsflow.store import OpsStore
 from tests.conftest import free_port
@@ -42,22 +41,6 @@ SERVICES = [f"svc-{n:02d}" for n in range(16)]
 POOL = "shards"
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def asyncpg_url(libpq_url: str) -> str:
-    """The test PostgreSQL's libpq URL as SQLAlchemy's asyncpg URL (Unix socket or TCP), as Prefect takes it.
-
-    >>> asyncpg_url("postgresql://postgres:@/prefect?host=/tmp/pg&port=5432")
-    'postgresql+asyncpg://postgres@/prefect?host=/tmp/pg&port=5432'
-    """
-    parts = urlsplit(libpq_url)
-    query = parse_qs(parts.query)
-    user = parts.username or "postgres"
-    password = f":{parts.password}" if parts.password else ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    params = "&".join(f"{key}={values[0]}" for key, values in query.items() if key in ("host", "port"))
-    return f"postgresql+asyncpg://{user}{password}@{host}{port}{parts.path}" + (f"?{params}" if params else "")
 
 
 @pytest.fixture
