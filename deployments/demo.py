@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -137,6 +138,7 @@ class Demo:
     data_error: BaseException | None = None
     data_summary: str = ""
     stopping: threading.Event = field(default_factory=threading.Event)
+    port_claim: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     # -- where things are ------------------------------------------------------------------------
 
@@ -180,6 +182,7 @@ class Demo:
     def run(self) -> int:
         self.refuse_when_running()
         self.clear_leftovers()
+        self.port_claim.enter_context(claim_ui_ports(self.say))
         self.choose_ports()
         self.prepare_environment()
         # Ctrl-C (or SIGINT) stops the demo even when started with SIGINT ignored (``demo &`` in a script);
@@ -206,6 +209,7 @@ class Demo:
             with self.status("starting the Prefect server, PostgreSQL, S3, HTTP and SMTP...") as status:
                 self.start_servers()
                 self.wait_for_prefect()
+                self.port_claim.close()  # the UI port is the server's now
                 runner = self.start_runner()
                 self.join_data()
                 status.update("applying automations...")
@@ -607,6 +611,7 @@ class Demo:
     def shutdown(self, interrupted: bool) -> None:
         """Stop everything this demo started, in order; another Ctrl-C does not cut it short."""
         self.stopping.set()
+        self.port_claim.close()
         quiet = _ignore_signals(lambda: self.say("still stopping..."))
         try:
             self.say("interrupted: stopping everything the demo started" if interrupted else "stopping")
@@ -627,6 +632,31 @@ class Demo:
             self.say("stopped" + (f" (and {left} stray processes)" if left else "") + f"; data kept in {self.demo_dir}")
         finally:
             quiet()
+
+
+#: Held while a demo chooses its UI port and until its Prefect server answers on it (``claim_ui_ports``).
+PORT_LOCK = Path(tempfile.gettempdir()) / "opsflow-demo-ports.lock"
+
+
+@contextlib.contextmanager
+def claim_ui_ports(say: Callable[[str], None], lock_path: Path = PORT_LOCK) -> Iterator[None]:
+    """Choose and take a UI port under a lock of this machine's.
+
+    Two demos started at once (two directories, two users of one machine, two test workers) both found
+    4200 free; the second server then failed to bind while its demo talked to the first one's server.
+    """
+    import fcntl
+
+    with lock_path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say("another demo is taking its UI port: waiting for its Prefect server to start")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class _NoStatus(contextlib.AbstractContextManager["_NoStatus"]):

@@ -39,20 +39,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-#: Test modules that must not run at the same time as each other under ``pytest -n``: both start an
-#: ``opsflow demo``, whose UI takes port 4200 or the next free one.
-_SERIAL_GROUPS = {"tests.test_demo": "demo", "tests.test_ui": "demo"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups into the node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup`` (pyproject's addopts), each module runs on one worker, as ``loadfile`` would:
-    a module's servers (a Prefect server, Prometheus, a demo) start once; the demo modules share one worker."""
-    for item in items:
-        module = item.module.__name__ if item.module is not None else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(_SERIAL_GROUPS.get(module, module)))
-
-
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches the developer's ./.opsflow or their config and store settings."""
@@ -158,8 +144,11 @@ class SmtpServer:
 
 @pytest.fixture(scope="session")
 def _smtp_session() -> Iterator[SmtpServer]:
+    import logging
+
     from aiosmtpd.controller import Controller
 
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-connection INFO lines
     server = SmtpServer(host="127.0.0.1", port=free_port())
 
     class Keep:

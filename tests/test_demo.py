@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from deployments.demo import claim_ui_ports
 from deployments.demo_services import MARKER, stop_marked
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,3 +127,23 @@ def test_demo_once_runs_every_routine_and_stops_everything(home: Path) -> None:
     # The Prefect server's database is the embedded PostgreSQL: on SQLite, a dozen first runs writing at
     # once stalled API calls for a minute each ("database is locked").
     assert not list((home / "demo" / "prefect").rglob("*.db")), "the demo's Prefect server used SQLite"
+
+
+def test_a_second_demo_takes_its_ui_port_only_after_the_first_ones_server_has_it(tmp_path: Path) -> None:
+    """Two demos started at once both found 4200 free, and the second talked to the first one's server."""
+    lock = tmp_path / "ports.lock"
+    said: list[str] = []
+    order: list[str] = []
+
+    def second_demo() -> None:
+        with claim_ui_ports(said.append, lock):
+            order.append("second chooses")
+
+    with claim_ui_ports(said.append, lock):
+        second = threading.Thread(target=second_demo)
+        second.start()
+        time.sleep(0.5)
+        order.append("first's server answers")
+    second.join(timeout=10)
+    assert order == ["first's server answers", "second chooses"]
+    assert said == ["another demo is taking its UI port: waiting for its Prefect server to start"]
