@@ -39,6 +39,41 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# -- Two workers (pytest-xdist, ``--dist=loadfile`` in pyproject) ------------------
+
+#: Files that share one worker, one after the other: each starts an ``opsflow demo`` (a dozen processes).
+_SHARED_SCOPES = {"tests/test_ui.py": "tests/test_demo.py"}
+#: The longest files first (measured), so that the short ones fill in behind them on both workers.
+_LONGEST_FIRST = [
+    "tests/test_demo.py",
+    "tests/test_ui.py",
+    "tests/test_dr_drill.py",
+    "tests/test_deployments.py",
+    "tests/test_schedules.py",
+    "tests/test_home.py",
+    "tests/test_backup_verification.py",
+    "tests/test_uptime_probe.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first; within a file, the order it was written in."""
+    rank = {path: index for index, path in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """A file per worker at a time, as ``--dist=loadfile``, with the demo files sharing one worker."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class DemoFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return _SHARED_SCOPES.get(scope, scope)
+
+    return DemoFilesTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test touches the developer's ./.opsflow or their config and store settings."""
