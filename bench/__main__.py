@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "monthly-report": "bench.monthly_report",
     "orchestration": "bench.orchestration",
     "probe-scale": "bench.probe_scale",
+    "history-scale": "bench.history_scale",
 }
 
 

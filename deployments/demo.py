@@ -17,10 +17,11 @@ What it starts, all under ``$OPSFLOW_HOME/demo`` (``./.opsflow/demo`` by default
   (every process logs to ``logs/``).
 
 Then it runs every scheduled deployment once (the daily and weekly ops digests included: they land in
-``mail/``), and ``dr-drill/on-demand`` for ``shop``, prints where to look (the status page
-``status/index.html`` among it), and serves the schedules until Ctrl-C; ``--once`` waits for those
-runs instead, prints each one's final state and stops (exit 0 unless a run crashed). Whatever way it ends, everything it
-started is stopped: each process carries ``OPSFLOW_DEMO=<demo dir>`` in its environment, and the
+``mail/``; ``dr-drill/monthly`` excepted, whose drill is the next one), and ``dr-drill/on-demand`` for
+``shop``, prints where to look (the status page ``status/index.html`` among it), and serves the schedules
+until Ctrl-C; ``--once`` waits for those runs instead, prints each one's final state and stops (exit 0
+unless a run crashed). Whatever way it ends, everything it started is stopped: each process carries
+``OPSFLOW_DEMO=<demo dir>`` in its environment, and the
 next demo also stops what a killed one left behind before it wipes and recreates the directory.
 """
 
@@ -80,6 +81,7 @@ from opsflow.errors import RoutineIncomplete, UsageError
 
 UI_PORT = 4200
 DRILL_DEPLOYMENT = "dr-drill/on-demand"
+SCHEDULED_DRILL = "dr-drill/monthly"  # not run at the start: the demo's one database is drilled on demand
 RED_RUN = "backup-verification"  # the run the demo points at: its crm-db set is stale
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "opsflow-demo",
@@ -483,7 +485,8 @@ class Demo:
         return found
 
     def trigger_runs(self, deployments: list[tuple[DeploymentSpec, str, Any]]) -> list[TriggeredRun]:
-        """One run of every deployment that has a schedule, and a drill of ``shop`` on demand. Where the
+        """One run of every deployment that has a schedule (the monthly drill's is the on-demand drill of
+        ``shop``, the demo's one database: it is not run twice), and a drill of ``shop`` on demand. Where the
         schedule is about to start a run anyway (the runner starts runs up to 10 s early), that run is the
         one: a second one now would only be cancelled by the deployment's concurrency limit."""
         from prefect.client.orchestration import get_client
@@ -492,6 +495,8 @@ class Demo:
         runs = []
         with get_client(sync_client=True) as client:
             for spec, name, deployment in deployments:
+                if name == SCHEDULED_DRILL:
+                    continue  # it would drill shop too, waiting for the on-demand drill's slot
                 if spec.schedules:
                     due = _run_due(client, deployment.id, within_seconds=20)
                     if due is not None:

@@ -41,6 +41,7 @@ from opsflow.errors import UsageError
 from opsflow.files import output_dir
 from opsflow.results import Check, Item, RoutineResult
 from opsflow.results import Period as ReportPeriod
+from opsflow.retention import prune_after_report
 from opsflow.store import OpsStore
 from tasks import sla
 from tasks.periods import PeriodError, parse_period, previous_period
@@ -90,6 +91,9 @@ def report_period(run: RoutineRun) -> Work:
         key=f"{work.key}-report", markdown=report_markdown(result, chosen, config.timezone), description=chosen.label
     )
     create_table_artifact(key=f"{work.key}-table", table=report_rows(result), description=f"SLA {chosen.label}")
+    # Raw retention once a day, as plain bookkeeping (not a task run): a failure is one WARNING line.
+    if chosen.kind == "day" and not run.what_if:
+        prune_after_report(store, config)
     return work
 
 

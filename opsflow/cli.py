@@ -497,6 +497,31 @@ def cmd_store_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_store_prune(args: argparse.Namespace) -> int:
+    """``opsflow store prune [--dry-run] [--json]``: drop the raw probe partitions older than
+    ``store.raw_probe_retention`` (their rollups kept). A partition kept because its rollups could not be
+    completed is a warning line, not a failure."""
+    import json
+
+    from opsflow.retention import cutoff
+    from opsflow.store import OpsStore
+
+    config = _config_from(args)
+    retention = config.store.raw_probe_retention
+    if retention is None:
+        raise UsageError("opsflow store prune: store.raw_probe_retention is not set in the config (e.g. 90d)")
+    store = OpsStore.open(config)
+    services = [(service.name, service.interval) for service in config.services]
+    pruned = store.drop_raw_probe_partitions(cutoff(retention), services, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(pruned.as_dict()))
+        return EXIT_OK
+    verb = "would drop" if args.dry_run else "dropped"
+    names = ", ".join(pruned.dropped) if pruned.dropped else "nothing"
+    print(f"raw probe partitions ended before {pruned.as_dict()['older_than']}: {verb} {names}")
+    return EXIT_OK
+
+
 def cmd_automations_apply(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL
 
@@ -695,6 +720,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_option(store_stop)
     store_stop.set_defaults(handler=cmd_store_stop)
+    store_prune = store_actions.add_parser(
+        "prune", help="drop raw probe partitions older than store.raw_probe_retention (SLA rollups are kept)"
+    )
+    store_prune.add_argument("--dry-run", action="store_true", help="only say which partitions would be dropped")
+    store_prune.add_argument("--json", action="store_true", help="print exactly one JSON document on stdout")
+    _add_config_option(store_prune)
+    store_prune.set_defaults(handler=cmd_store_prune)
 
     automations = commands.add_parser(
         "automations", help="Prefect automations that alert on failed, crashed, late runs"

@@ -519,10 +519,29 @@ Scalar = Annotated[str | int | float | bool | None, PlainValidator(_scalar)]
 # --------------------------------------------------------------------------- sections
 
 
+#: The shortest ``store.raw_probe_retention``: the current and the previous month must stay raw
+#: (a month's report is final only after it ends; the daily report reads yesterday's raw rows).
+MIN_RAW_PROBE_RETENTION = 35 * 86400.0
+
+
+def _long_enough_retention(seconds: float | None) -> float | None:
+    if seconds is not None and seconds < MIN_RAW_PROBE_RETENTION:
+        raise ValueError(
+            f"must be at least {format_duration(MIN_RAW_PROBE_RETENTION)} (the current and previous month stay raw),"
+            f" got {format_duration(seconds)}"
+        )
+    return seconds
+
+
 class Store(_Model):
     """The ops store. An empty ``url`` means an embedded PostgreSQL under ``.opsflow/``."""
 
     url: Annotated[SecretValue, BeforeValidator(_empty_if_null), AfterValidator(_check_optional_postgres_url)] = ""
+    raw_probe_retention: Annotated[Duration | None, AfterValidator(_long_enough_retention)] = Field(
+        default=None,
+        description="drop raw probe results' monthly partitions whose month ended longer ago than this "
+        "(e.g. 90d, at least 35d), keeping the SLA rollups so old reports still work; null keeps raw rows forever",
+    )
 
     @property
     def embedded(self) -> bool:

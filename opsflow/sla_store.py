@@ -15,6 +15,13 @@ A report's :class:`ReadPlan` (:func:`plan_reads`) reads whole weeks, days and ho
 outside maintenance from the rollups and everything else (partial hours at the
 period's edges, hours touching maintenance) from raw rows with the same rule, so
 the sum equals the raw-row answer.
+
+Raw retention (``store.raw_probe_retention``, ``opsflow/retention.py``): a month whose raw
+partition was dropped is listed in ``opsflow.probe_retention`` (:func:`dropped_months`). Its
+rollups are never rebuilt (:func:`refresh_rollups` skips its hours: there is nothing to rebuild
+them from); a report reads its partial hours pro rata from the hourly rollups
+(:attr:`ReadPlan.retired`), takes its incidents from the incident records (``opsflow.incidents``)
+and says so in :attr:`Figures.notes`.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Figures:
     down: float = 0.0
     histogram: dict[int, int] = field(default_factory=dict)
     incidents: list[tuple[datetime, datetime | None]] = field(default_factory=list)
+    #: What the reader should know about how these figures were read (raw rows dropped by retention).
+    notes: list[str] = field(default_factory=list)
 
 
 #: ``(service, start, end, interval seconds)``: a stretch of one service's time read from one source.
@@ -76,6 +85,49 @@ HOURLY = Level("probe_hourly", "hour", "h", HOUR)
 DAILY = Level("probe_daily", "day", "d", DAY, complete="and r.hours = 24")
 WEEKLY = Level("probe_weekly", "week", "w", WEEK)
 RAW = Level("probe_results", "checked_at", "p", HOUR)  # raw pieces: only its spans' parameters are used
+#: Stretches of months whose raw rows were dropped: read pro rata from the hours they touch.
+RETIRED = Level("probe_hourly", "hour", "q", HOUR)
+
+#: ``[start, end)`` of a UTC month whose raw partition was dropped by retention.
+Month = tuple[datetime, datetime]
+
+
+def dropped_months(conn: psycopg.Connection, start: datetime | None = None, end: datetime | None = None) -> list[Month]:
+    """The months whose raw probe results were dropped (``opsflow.probe_retention``), in time order;
+    only those overlapping ``[start, end)`` when given. A tiny table: one index lookup."""
+    rows = conn.execute(
+        """select month, month_end from opsflow.probe_retention
+           where (%(end)s::timestamptz is null or month < %(end)s)
+             and (%(start)s::timestamptz is null or month_end > %(start)s)
+           order by month""",
+        {"start": start, "end": end},
+    ).fetchall()
+    return [(a, b) for a, b in rows]
+
+
+def outside_months(start: datetime, end: datetime, months: Sequence[Month]) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` minus the (sorted, disjoint) ``months``.
+
+    >>> aug = (datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))
+    >>> stretches = outside_months(datetime(2026, 7, 31, tzinfo=UTC), datetime(2026, 9, 2, tzinfo=UTC), [aug])
+    >>> [(a.day, b.day) for a, b in stretches]
+    [(31, 1), (1, 2)]
+    """
+    stretches: list[tuple[datetime, datetime]] = []
+    cursor = start
+    for a, b in months:
+        if b <= cursor or a >= end:
+            continue
+        if a > cursor:
+            stretches.append((cursor, a))
+        cursor = max(cursor, b)
+    if cursor < end:
+        stretches.append((cursor, end))
+    return stretches
+
+
+def _overlaps(span: Span, months: Sequence[Month]) -> bool:
+    return any(a < span[2] and b > span[1] for a, b in months)
 
 
 def lock_rollups(conn: psycopg.Connection) -> None:
@@ -89,7 +141,11 @@ def lock_for_reading(conn: psycopg.Connection, plan: ReadPlan) -> bool:
     say whether every row ``plan`` reads is there: a probe run may have dropped a day or a week
     between a report's build and its reads, and a missing row would read as no data."""
     conn.execute("select pg_advisory_xact_lock_shared(hashtext('opsflow.probe_hourly'))")
-    return not any(_incomplete(conn, level, spans) for level, spans in plan.rollups())
+    months = dropped_months(conn)
+    # A row missing in a month whose raw rows were dropped can never be built: read what there is.
+    return not any(
+        not _overlaps(span, months) for level, spans in plan.rollups() for span in _incomplete(conn, level, spans)
+    )
 
 
 def _drop(conn: psycopg.Connection, level: Level, names: Sequence[str], start: datetime, end: datetime) -> None:
@@ -169,9 +225,16 @@ def refresh_rollups(
     h0, h1 = floor_hour(start), ceil_hour(end)
     if h1 <= h0:
         h1 = h0 + HOUR
-    names = [name for name, _ in services]
     # One refresher at a time (a probe run and a report may refresh the same hours at once).
     lock_rollups(conn)
+    # Hours of months whose raw rows were dropped are never rebuilt: it would zero them out.
+    for a, b in outside_months(h0, h1, dropped_months(conn, h0, h1)):
+        _refresh_hours(conn, services, a, b)
+
+
+def _refresh_hours(conn: psycopg.Connection, services: Sequence[tuple[str, float]], h0: datetime, h1: datetime) -> None:
+    """:func:`refresh_rollups` of whole hours ``[h0, h1)``, under the rollup lock."""
+    names = [name for name, _ in services]
     _drop(conn, HOURLY, names, h0, h1)
     conn.execute(_REFRESH, {"names": names, "ivs": [float(iv) for _, iv in services], "h0": h0, "h1": h1})
     # The days and weeks over these hours are now out of date: drop them here (cheap, once a minute);
@@ -195,7 +258,11 @@ def rebuild_all(conn: psycopg.Connection, services: Sequence[tuple[str, float]])
     if row is None or row[0] is None:
         return 0
     lock_rollups(conn)
-    conn.execute("delete from opsflow.probe_hourly")
+    # The hours of months whose raw rows were dropped stay: they are all that is left of them.
+    conn.execute(
+        """delete from opsflow.probe_hourly h where not exists (
+               select 1 from opsflow.probe_retention m where h.hour >= m.month and h.hour < m.month_end)"""
+    )
     rebuild(conn, services, row[0], row[1] + HOUR)
     count = conn.execute("select count(*) from opsflow.probe_hourly").fetchone()
     return int(count[0]) if count else 0
@@ -316,12 +383,15 @@ class ReadPlan:
     days: list[Span] = field(default_factory=list)
     hours: list[Span] = field(default_factory=list)
     pieces: list[Span] = field(default_factory=list)
+    #: Stretches of months whose raw rows were dropped (:func:`retire`): each hour they touch counts
+    #: with the share of it they cover.
+    retired: list[Span] = field(default_factory=list)
 
     def rollups(self) -> list[tuple[Level, list[Span]]]:
         return [(WEEKLY, self.weeks), (DAILY, self.days), (HOURLY, self.hours)]
 
     def params(self) -> dict[str, object]:
-        merged: dict[str, object] = RAW.params(self.pieces)
+        merged: dict[str, object] = {**RAW.params(self.pieces), **RETIRED.params(self.retired)}
         for level, spans in self.rollups():
             merged.update(level.params(spans))
         return merged
@@ -363,6 +433,25 @@ def plan_reads(ranges: Sequence[Span], use_rollups: bool = True) -> ReadPlan:
     return plan
 
 
+def retire(plan: ReadPlan, months: Sequence[Month]) -> ReadPlan:
+    """``plan`` with its raw pieces' stretches inside ``months`` (raw rows dropped) moved to ``retired``.
+
+    >>> aug = (datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))
+    >>> piece = ("api", datetime(2026, 8, 31, 23, 30, tzinfo=UTC), datetime(2026, 9, 1, 0, 30, tzinfo=UTC), 60.0)
+    >>> plan = retire(ReadPlan(pieces=[piece]), [aug])
+    >>> [(s[1].hour, s[2].hour) for s in plan.pieces], [(s[1].hour, s[2].hour) for s in plan.retired]
+    ([(0, 0)], [(23, 0)])
+    """
+    if not months:
+        return plan
+    pieces: list[Span] = []
+    retired: list[Span] = list(plan.retired)
+    for name, a, b, iv in plan.pieces:
+        pieces += [(name, x, y, iv) for x, y in outside_months(a, b, months)]
+        retired += [(name, max(a, m0), min(b, m1), iv) for m0, m1 in months if m0 < b and m1 > a]
+    return ReadPlan(weeks=plan.weeks, days=plan.days, hours=plan.hours, pieces=pieces, retired=retired)
+
+
 def _incomplete(conn: psycopg.Connection, level: Level, spans: Sequence[Span]) -> list[Span]:
     """The spans of ``level`` missing a row (or holding one built with another interval)."""
     if not spans:
@@ -378,6 +467,11 @@ def _incomplete(conn: psycopg.Connection, level: Level, spans: Sequence[Span]) -
         level.params(spans),
     ).fetchall()
     return [(name, a, b, iv) for name, a, b, iv, have in rows if have != round((b - a) / level.unit)]
+
+
+def missing_rollups(conn: psycopg.Connection, level: Level, spans: Sequence[Span]) -> list[Span]:
+    """The spans of ``level`` missing a row (or holding one built with another interval)."""
+    return _incomplete(conn, level, spans)
 
 
 def ensure_rollups(conn: psycopg.Connection, plan: ReadPlan) -> int:
@@ -413,8 +507,13 @@ def read_figures(
     maintenance: Sequence[tuple[str, datetime, datetime]] = (),
     latency_conn: psycopg.Connection | None = None,
 ) -> dict[str, Figures]:
-    """Up/down seconds, latency histogram and incidents per service, as ``plan`` says to read them."""
+    """Up/down seconds, latency histogram and incidents per service, as ``plan`` says to read them.
+
+    Stretches of months whose raw rows were dropped by retention are read from the hourly rollups and
+    their incidents from the incident records; every service's :attr:`Figures.notes` then says so."""
     figures: dict[str, Figures] = {name: Figures() for name in thresholds}
+    months = dropped_months(conn, period_start, period_end)
+    plan = retire(plan, months)
     params: dict[str, object] = {
         **plan.params(),
         "tn": list(thresholds),
@@ -424,18 +523,38 @@ def read_figures(
         "mn": [m[0] for m in maintenance],
         "ma": [m[1] for m in maintenance],
         "mb": [m[2] for m in maintenance],
+        "ra": [m[0] for m in months],
+        "rb": [m[1] for m in months],
     }
     read_times(conn, figures, plan, params)
     if latency_conn is None:
         _read_latency(conn, figures, plan, params)
         _read_incidents(conn, figures, params)
-        return figures
-    # The two heaviest reads at once, on two connections (two backends, two cores).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        latency = pool.submit(_read_latency, latency_conn, figures, plan, params)
-        _read_incidents(conn, figures, params)
-        latency.result()
+    else:
+        # The two heaviest reads at once, on two connections (two backends, two cores).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            latency = pool.submit(_read_latency, latency_conn, figures, plan, params)
+            _read_incidents(conn, figures, params)
+            latency.result()
+    if months:
+        note = retention_note(months)
+        for figure in figures.values():
+            figure.notes.append(note)
     return figures
+
+
+def retention_note(months: Sequence[Month]) -> str:
+    """What a report says when part of its period was read without raw rows.
+
+    >>> retention_note([(datetime(2026, 8, 1, tzinfo=UTC), datetime(2026, 9, 1, tzinfo=UTC))])[:64]
+    'raw probe results of 2026-08 were dropped by retention (store.ra'
+    """
+    names = ", ".join(f"{a:%Y-%m}" for a, _ in months)
+    return (
+        f"raw probe results of {names} were dropped by retention (store.raw_probe_retention): that time is read "
+        "from the hourly rollups, so maintenance windows and period edges apply in whole hours only (a partial "
+        "hour counts pro rata), and its incidents are those of the incident records"
+    )
 
 
 _RAW_SEGMENTS = f"""{RAW.spans_cte("pieces")},
@@ -453,6 +572,7 @@ _RAW_SEGMENTS = f"""{RAW.spans_cte("pieces")},
 def up_down(conn: psycopg.Connection, names: Sequence[str], plan: ReadPlan) -> dict[str, Figures]:
     """Only the up and down seconds (burn rates)."""
     figures = {name: Figures() for name in names}
+    plan = retire(plan, dropped_months(conn))
     read_times(conn, figures, plan, plan.params())
     return figures
 
@@ -466,9 +586,10 @@ def read_times(
             continue
         for name, up, down in conn.execute(
             f"""with {level.spans_cte()}
-                select r.service, sum(r.up_seconds), sum(r.down_seconds)
-                from spans x join opsflow.{level.table} r
-                  on r.service = x.service and r.{level.column} >= x.a and r.{level.column} < x.b
+                select x.service, sum(r.up_seconds), sum(r.down_seconds)
+                from spans x cross join lateral (
+                    select r.up_seconds, r.down_seconds from opsflow.{level.table} r
+                    where r.service = x.service and r.{level.column} >= x.a and r.{level.column} < x.b) r
                 group by 1""",  # noqa: S608
             params,
         ):
@@ -487,30 +608,69 @@ def read_times(
         ):
             figures[name].up += float(up)
             figures[name].down += float(down)
+    if plan.retired:
+        for name, up, down in conn.execute(
+            f"""with {RETIRED.spans_cte()}
+                select x.service, sum(r.up_seconds * w.share), sum(r.down_seconds * w.share)
+                from {_RETIRED_HOURS.format(spans="spans")}
+                group by 1""",  # noqa: S608
+            params,
+        ):
+            figures[name].up += float(up or 0)
+            figures[name].down += float(down or 0)
+
+
+# The hours a retired stretch ``x`` touches (``r``), each with the share of it the stretch covers.
+_RETIRED_HOURS = """{spans} x cross join lateral (
+                    select r.hour, r.up_seconds, r.down_seconds, r.hist_buckets, r.hist_counts
+                    from opsflow.probe_hourly r
+                    where r.service = x.service and r.hour > x.a - interval '1 hour' and r.hour < x.b) r
+                cross join lateral (select extract(epoch from least(r.hour + interval '1 hour', x.b)
+                                                   - greatest(r.hour, x.a)) / 3600.0 as share) w"""
 
 
 def _read_latency(
     conn: psycopg.Connection, figures: dict[str, Figures], plan: ReadPlan, params: dict[str, object]
 ) -> None:
     """Latency: the log-scale histograms of the rollups and the raw pieces' bucketed latencies, summed
-    per service and bucket in one statement (the fewest rows back to Python)."""
-    ctes = [level.spans_cte(f"{level.column}_spans") for level, _ in plan.rollups()]
-    parts = [
-        f"""select r.service, u.b, u.c
-            from {level.column}_spans x join opsflow.{level.table} r
-              on r.service = x.service and r.{level.column} >= x.a and r.{level.column} < x.b
-            cross join lateral unnest(r.hist_buckets, r.hist_counts) u(b, c)"""  # noqa: S608
-        for level, _ in plan.rollups()
-    ]
-    parts.append(
-        """select x.service, opsflow.latency_bucket(p.latency_ms), 1
-           from pieces x join opsflow.probe_results p
-             on p.service = x.service and p.checked_at >= x.a and p.checked_at < x.b
-           where p.ok and p.latency_ms is not null"""
-    )
+    per service and bucket in one statement (the fewest rows back to Python).
+
+    Each span reads its own rows through a lateral index scan (service, time): a join would let the
+    planner hash whole rollup tables, and scan every raw partition, so a month's report would cost
+    more the longer the history (``bench history-scale``)."""
+    ctes: list[str] = []
+    parts: list[str] = []
+    for level, spans in plan.rollups():
+        if spans:
+            ctes.append(level.spans_cte(f"{level.column}_spans"))
+            parts.append(
+                f"""select x.service, u.b, u.c
+                    from {level.column}_spans x cross join lateral (
+                        select r.hist_buckets, r.hist_counts from opsflow.{level.table} r
+                        where r.service = x.service and r.{level.column} >= x.a and r.{level.column} < x.b) r
+                    cross join lateral unnest(r.hist_buckets, r.hist_counts) u(b, c)"""  # noqa: S608
+            )
+    if plan.pieces:
+        ctes.append(RAW.spans_cte("pieces"))
+        parts.append(
+            """select x.service, opsflow.latency_bucket(p.latency_ms), 1
+               from pieces x cross join lateral (
+                   select p.latency_ms from opsflow.probe_results p
+                   where p.service = x.service and p.checked_at >= x.a and p.checked_at < x.b
+                     and p.ok and p.latency_ms is not null) p"""
+        )
+    if plan.retired:  # a retired partial hour adds its share of the hour's histogram (rounded per bucket)
+        ctes.append(RETIRED.spans_cte("retired"))
+        parts.append(
+            f"""select x.service, u.b, round(u.c * w.share)::integer
+                from {_RETIRED_HOURS.format(spans="retired")}
+                cross join lateral unnest(r.hist_buckets, r.hist_counts) u(b, c)"""  # noqa: S608
+        )
+    if not parts:
+        return
     union = "\n            union all\n".join(parts)
     for name, buckets, counts in conn.execute(
-        f"""with {", ".join(ctes)}, {RAW.spans_cte("pieces")},
+        f"""with {", ".join(ctes)},
             counted(service, b, c) as ({union}),
             summed as (select service, b, sum(c)::bigint as c from counted group by 1, 2)
             select service, array_agg(b), array_agg(c) from summed group by 1""",  # noqa: S608
@@ -530,6 +690,8 @@ def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], param
     # window between two consecutive failures every result between them is a success, so an hour
     # lying wholly between them with a success (a small partial index on the hourly rollups) proves
     # one, and otherwise any row between them does (an index-only probe of the primary key).
+    # Failures are inside the period, so every row read lies in it: saying so with the period's own
+    # bounds lets PostgreSQL plan only its months' partitions, however long the history.
     for name, start, end in conn.execute(
         """with thr as (select * from unnest(%(tn)s::text[], %(tt)s::int[]) t(service, threshold)),
             maint as (select * from unnest(%(mn)s::text[], %(ma)s::timestamptz[], %(mb)s::timestamptz[])
@@ -550,6 +712,7 @@ def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], param
                                exists (select 1 from opsflow.probe_results q
                                        where q.service = l.service and q.ok and q.checked_at > l.prev
                                          and q.checked_at < l.t
+                                         and q.checked_at >= %(pstart)s and q.checked_at < %(pend)s
                                          and not exists (select 1 from maint m where m.service = q.service
                                                          and q.checked_at >= m.a and q.checked_at < m.b)))::int
                            when exists (select 1 from opsflow.probe_hourly h
@@ -557,7 +720,8 @@ def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], param
                                           and h.hour > l.prev and h.hour <= l.t - interval '1 hour') then 1
                            when exists (select 1 from opsflow.probe_results q
                                         where q.service = l.service and q.checked_at > l.prev
-                                          and q.checked_at < l.t) then 1
+                                          and q.checked_at < l.t
+                                          and q.checked_at >= %(pstart)s and q.checked_at < %(pend)s) then 1
                            else 0
                        end as brk
                 from l),
@@ -567,7 +731,7 @@ def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], param
             select runs.service, runs.start,
                    (select q.checked_at from opsflow.probe_results q
                     where q.service = runs.service and q.ok and q.checked_at > runs.last
-                      and q.checked_at < %(pend)s
+                      and q.checked_at >= %(pstart)s and q.checked_at < %(pend)s
                       and not exists (select 1 from maint m where m.service = q.service
                                       and q.checked_at >= m.a and q.checked_at < m.b)
                     order by q.checked_at limit 1)
@@ -577,6 +741,46 @@ def _read_incidents(conn: psycopg.Connection, figures: dict[str, Figures], param
         params,
     ):
         figures[name].incidents.append((start, end))
+    if params.get("ra"):
+        _add_recorded_incidents(conn, figures, params)
+
+
+def _add_recorded_incidents(conn: psycopg.Connection, figures: dict[str, Figures], params: dict[str, object]) -> None:
+    """Incidents opened in months whose raw rows were dropped (``ra``/``rb``), from the incident records
+    (opened at the first failure of a run, closed by the next success: the same rule, applied live).
+    One still open at the period's end ends there (None). A record still open when the raw rows resume
+    is the incident computed from them at their start: the two are one."""
+    recorded: dict[str, list[tuple[datetime, datetime | None]]] = {}
+    for name, start, end in conn.execute(
+        """select i.service, i.opened_at, case when i.closed_at < %(pend)s then i.closed_at end
+           from unnest(%(ra)s::timestamptz[], %(rb)s::timestamptz[]) m(a, b)
+           join opsflow.incidents i on i.opened_at >= m.a and i.opened_at < m.b
+           where i.service = any(%(tn)s::text[]) and i.opened_at >= %(pstart)s and i.opened_at < %(pend)s
+           order by 1, 2""",
+        params,
+    ):
+        recorded.setdefault(name, []).append((start, end))
+    for name, records in recorded.items():
+        figures[name].incidents = merge_incidents(records, figures[name].incidents)
+
+
+def merge_incidents(
+    recorded: Sequence[tuple[datetime, datetime | None]], computed: Sequence[tuple[datetime, datetime | None]]
+) -> list[tuple[datetime, datetime | None]]:
+    """Recorded and computed incidents in time order; a computed one that starts while a recorded one
+    is still open continues it (the recorded start, the computed end).
+
+    >>> t = [datetime(2026, 9, 1, h, tzinfo=UTC) for h in range(4)]
+    >>> merge_incidents([(t[0], None)], [(t[1], t[2])]) == [(t[0], t[2])]
+    True
+    """
+    merged: list[tuple[datetime, datetime | None]] = []
+    for start, end in sorted([*recorded, *computed], key=lambda incident: incident[0]):
+        if merged and merged[-1][0] <= start and (merged[-1][1] is None or start < merged[-1][1]):
+            merged[-1] = (merged[-1][0], end)
+            continue
+        merged.append((start, end))
+    return merged
 
 
 # -- stored reports ---------------------------------------------------------------------------

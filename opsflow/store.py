@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from opsflow.config import Config
+    from opsflow.retention import Pruned
 
 log = logging.getLogger(__name__)
 
@@ -844,6 +845,18 @@ class OpsStore:
                    order by opened_at""",
                 {"service": service, "open_only": open_only},
             ).fetchall()
+
+    def drop_raw_probe_partitions(
+        self, older_than: datetime, services: Sequence[tuple[str, float]] = (), dry_run: bool = False
+    ) -> Pruned:
+        """Raw retention (``store.raw_probe_retention``): drop the monthly partitions of probe results whose
+        month ended before ``older_than`` (never the current or previous month), each only once its hourly,
+        daily and weekly rollups are complete (built first for ``services``, the configured ``(name,
+        interval)``); one that cannot be completed is kept, said in one warning line and in ``refused``.
+        With ``dry_run``, nothing changes: ``dropped`` names the partitions old enough. See ``opsflow.retention``."""
+        from opsflow.retention import prune
+
+        return prune(self.connection, services, older_than, dry_run)
 
     def count_probe_results(self, service: str | None = None) -> int:
         with self.connection() as conn:

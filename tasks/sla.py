@@ -170,6 +170,8 @@ def service_metrics(
         "latency_samples": sum(figures.histogram.values()),
         "incidents": incidents,
         "mttr_seconds": None if mttr is None else round(mttr, 3),
+        # How the figures were read when raw rows were dropped by retention (only then: other reports unchanged).
+        **({"notes": list(figures.notes)} if figures.notes else {}),
     }
 
 
@@ -227,7 +229,10 @@ def service_checks(service: Service, metrics: dict[str, Any]) -> list[Check]:
                 missing="no successful probe in the period",
             )
         )
-    checks.append(coverage_check(metrics["coverage_pct"], service.slo.min_coverage))
+    coverage = coverage_check(metrics["coverage_pct"], service.slo.min_coverage)
+    if metrics.get("notes"):  # the coverage text says how much of the period was read without raw rows
+        coverage = coverage.model_copy(update={"detail": f"{coverage.detail}; {'; '.join(metrics['notes'])}"})
+    checks.append(coverage)
     return checks
 
 
@@ -364,6 +369,9 @@ def report_markdown(result: RoutineResult, period: Period, timezone: str) -> str
         lines += [
             f"| {n} | {i['start']} | {i['end'] or 'open at period end'} | {i['seconds']:.0f} |" for n, i in incidents
         ]
+    notes = dict.fromkeys(note for item in result.items for note in item.metrics.get("notes") or [])
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in notes]
     lines += ["", "## Rules", ""] + [f"- {rule}" for rule in RULES]
     return "\n".join(lines) + "\n"
 

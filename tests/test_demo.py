@@ -115,6 +115,7 @@ def test_demo_once_runs_every_routine_and_stops_everything(home: Path) -> None:
     for name in ("sla-report/daily", "sla-report/weekly", "sla-report/monthly"):
         assert states[name] in FINAL, runs
     assert states["dr-drill/on-demand"] == "Completed", runs  # the healthy backups restore
+    assert "dr-drill/monthly" not in states, runs  # a second drill of shop would only wait for the first's slot
     for name in ("ops-digest/daily", "ops-digest/weekly"):
         assert states[name] in FINAL, runs
     assert "Crashed" not in states.values(), runs
