@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -282,6 +283,16 @@ def _round_of(conn: psycopg.Connection, routine: str, scope: str, as_of: datetim
     return RoutineResult(routine=routine, as_of=latest.as_of, flow_run_id=latest.flow_run_id, items=items)
 
 
+def _close_idle(idle: list[tuple[psycopg.Connection, float]], pid: int) -> None:
+    """A collected store's idle connections, closed in the process that opened them (never a fork's)."""
+    if os.getpid() != pid:
+        return
+    for conn, _ in list(idle):
+        with suppress(Exception):  # at interpreter shutdown there may be nothing left to close them with
+            conn.close()
+    idle.clear()
+
+
 class OpsStore:
     """Access to the ops store. Cheap to create; each operation takes a connection in a transaction of its own.
 
@@ -295,10 +306,17 @@ class OpsStore:
 
     def __init__(self, url: str) -> None:
         self._url = url
+        self._fresh_idle()
+        self.connections_opened = 0
+
+    def _fresh_idle(self) -> None:
+        """An empty idle list for this process, its connections closed when the store is collected. The
+        finalizer holds the list, so a store dropped in a reference cycle never leaves its connections to
+        be deleted open (psycopg's ResourceWarning) in whatever order the cycle is collected."""
         self._idle: list[tuple[psycopg.Connection, float]] = []
         self._idle_lock = threading.Lock()
         self._pid = os.getpid()
-        self.connections_opened = 0
+        weakref.finalize(self, _close_idle, self._idle, self._pid)
 
     def __getstate__(self) -> dict[str, Any]:  # connections stay with the process that made them
         return {"_url": self._url}
@@ -337,16 +355,14 @@ class OpsStore:
 
     def close(self) -> None:
         """Close the idle connections (the store stays usable: the next operation connects again)."""
-        if os.getpid() != getattr(self, "_pid", None):
+        if os.getpid() != self._pid:
             return
         with self._idle_lock:
-            idle, self._idle = self._idle, []
+            idle = list(self._idle)
+            self._idle.clear()
         for conn, _ in idle:
-            conn.close()
-
-    def __del__(self) -> None:
-        with suppress(Exception):  # at interpreter shutdown there may be nothing left to close them with
-            self.close()
+            with suppress(psycopg.Error):  # one that fails to close must not leave the others open
+                conn.close()
 
     def _connect(self) -> psycopg.Connection:
         try:
@@ -366,7 +382,7 @@ class OpsStore:
     def _reused(self) -> psycopg.Connection | None:
         """An idle connection that still answers, ready for a new transaction; None when there is none."""
         if os.getpid() != self._pid:  # a forked child: the parent's connections are not ours to use or close
-            self._idle, self._idle_lock, self._pid = [], threading.Lock(), os.getpid()
+            self._fresh_idle()
             return None
         while True:
             with self._idle_lock:
