@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from prefect import task
@@ -446,18 +445,12 @@ def destination(config: Config, period: Period) -> DailyDigest | None:
 def email_task(config: Config, to: Sequence[str], subject: str, html: str, text: str) -> None:
     """The digest as one email (HTML with a plain-text alternative) to ``to``."""
     from opsflow.errors import UsageError
-    from tasks.notify import send_message
+    from tasks.notify import compose_email, send_message
 
     settings = config.notifications.email
     if settings is None:
         raise UsageError("email: not configured (notifications.email)")
-    message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject
-    message.set_content(text)
-    message.add_alternative(html, subtype="html")
-    send_message(settings, message)
+    send_message(settings, compose_email(settings.sender, to, subject, text, html=html))
 
 
 @task(**IO_RETRIES, cache_policy=NO_CACHE, task_run_name="deliver[slack:digest]")

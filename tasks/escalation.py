@@ -37,7 +37,6 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any, Literal
 
 from prefect import task
@@ -242,7 +241,7 @@ def send_escalation(
     channel: EscalationChannel, step: EscalationStep, notifications: Notifications, ui_url: str | None
 ) -> None:
     """Tell one tier on one channel, one attempt; Permanent/TransientFailure as :mod:`tasks.notify`."""
-    from tasks.notify import post_json, send_message
+    from tasks.notify import compose_email, post_json, send_message
 
     if channel == "email":
         settings = notifications.email
@@ -252,12 +251,7 @@ def send_escalation(
                 f"{', '.join(step.to)}"
             )
         subject, body = email_subject_and_body(step, ui_url)
-        message = EmailMessage()
-        message["From"] = settings.sender
-        message["To"] = ", ".join(step.to)
-        message["Subject"] = subject
-        message.set_content(body)
-        send_message(settings, message)
+        send_message(settings, compose_email(settings.sender, step.to, subject, body))
         return
     slack = notifications.slack
     if slack is None:

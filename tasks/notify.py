@@ -25,6 +25,7 @@ import logging
 import os
 import smtplib
 import ssl
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -136,12 +137,31 @@ def send_email(notifications: Notifications, alert: Alert, ui_url: str | None) -
     if settings is None:
         raise _not_configured("email")
     subject, body = email_subject_and_body(alert, ui_url)
+    send_message(settings, compose_email(settings.sender, settings.to, subject, body))
+
+
+def compose_email(
+    sender: str,
+    to: Sequence[str],
+    subject: str,
+    text: str,
+    html: str | None = None,
+    attachments: Sequence[tuple[bytes, str, str]] = (),
+) -> EmailMessage:
+    """One email as every sender here writes it (alerts, escalations, digests, the monthly report): ``text``
+    as the plain part, ``html`` as its alternative, ``attachments`` as ``(data, "type/subtype", filename)``.
+    A header with a line break is refused (``ValueError``), never sent as two headers."""
     message = EmailMessage()
-    message["From"] = settings.sender
-    message["To"] = ", ".join(settings.to)
+    message["From"] = sender
+    message["To"] = ", ".join(to)
     message["Subject"] = subject
-    message.set_content(body)
-    send_message(settings, message)
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    for data, mime_type, filename in attachments:
+        maintype, _, subtype = mime_type.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return message
 
 
 def send_message(settings: EmailNotification, message: EmailMessage) -> None:

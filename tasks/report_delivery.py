@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from opsflow.config import Config, FilesystemStorage, S3Storage
 from opsflow.files import write_atomically
 from opsflow.redact import redact
-from tasks.notify import post_json, send_message
+from tasks.notify import compose_email, post_json, send_message
 from tasks.retry import IO_RETRIES, PermanentFailure
 
 
@@ -44,14 +44,14 @@ def write_files(report: RenderedReport, out_dir: Path) -> dict[str, str]:
 
 def email_message(report: RenderedReport, sender: str, to: list[str]) -> EmailMessage:
     """The email: the summary as text, the report as HTML (PNG charts inline), the PDF attached."""
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = ", ".join(to)
-    message["Subject"] = report.title
-    message.set_content(report.summary + "\n\nThe full report is attached as a PDF.\n")
-    message.add_alternative(report.email_html, subtype="html")
-    message.add_attachment(report.pdf, maintype="application", subtype="pdf", filename=f"{report.name}.pdf")
-    return message
+    return compose_email(
+        sender,
+        to,
+        report.title,
+        report.summary + "\n\nThe full report is attached as a PDF.\n",
+        html=report.email_html,
+        attachments=[(report.pdf, "application/pdf", f"{report.name}.pdf")],
+    )
 
 
 def send_report_email(config: Config, report: RenderedReport) -> str:

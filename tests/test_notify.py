@@ -226,3 +226,24 @@ def test_failed_delivery_is_shown_in_the_runs_summary_artifact(
     table = latest_artifact("alert-artifact-test-checks")
     assert table is not None and table.type == "table"
     assert "newest backup is fail" in str(table.data)
+
+
+def test_one_composer_writes_every_email_and_refuses_a_header_injection() -> None:
+    from tasks.notify import compose_email
+
+    message = compose_email(
+        "ops@example.com",
+        ["a@example.com", "b@example.com"],
+        "Monthly report",
+        "the summary",
+        html="<p>the report</p>",
+        attachments=[(b"%PDF-1.7", "application/pdf", "report.pdf")],
+    )
+    assert message["To"] == "a@example.com, b@example.com" and message["Subject"] == "Monthly report"
+    assert message.get_body(("plain",)).get_content().strip() == "the summary"  # type: ignore[union-attr]
+    assert message.get_body(("html",)).get_content().strip() == "<p>the report</p>"  # type: ignore[union-attr]
+    [attachment] = list(message.iter_attachments())
+    assert attachment.get_filename() == "report.pdf" and attachment.get_content() == b"%PDF-1.7"
+    # A service or item name with a line break never becomes a second header (a Bcc to someone else).
+    with pytest.raises(ValueError, match=r"linefeed|carriage return"):
+        compose_email("ops@example.com", ["a@example.com"], "down\r\nBcc: evil@example.com", "x")

@@ -50,17 +50,21 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
 
 
 @contextlib.contextmanager
-def running_prefect_server(home: Path) -> Iterator[str]:
-    """``prefect server start`` on a free loopback port with its own SQLite database under ``home``
-    (also its PREFECT_HOME), scheduling every second; yields its API URL (tests/test_deployments.py too)."""
+def running_prefect_server(home: Path, database_url: str | None = None, **settings: str) -> Iterator[str]:
+    """``prefect server start`` on a free loopback port with its own SQLite database under ``home`` (also its
+    PREFECT_HOME) or the database at ``database_url`` (SQLAlchemy's form), scheduling every second unless
+    ``settings`` say otherwise; yields its API URL (tests/test_deployments.py and tests/test_shards.py too)."""
     port = free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     environ = _environ(
         api_url,
         home,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="1",
-        PREFECT_UI_ENABLED="false",
+        **{
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "1",
+            "PREFECT_UI_ENABLED": "false",
+            **settings,
+        },
     )
     log = (home / "server.log").open("w")
     server = subprocess.Popen(

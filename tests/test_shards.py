@@ -30,9 +30,8 @@ from psycopg import sql
 from opsflow.embedded import asyncpg_url, url_with_database
 from opsflow.shards import shard_of
 from opsflow.store import OpsStore
-from tests.conftest import free_port
 from tests.http_targets import HttpTarget
-from tests.test_schedules import _environ, _stop, prefect_api
+from tests.test_schedules import _environ, _stop, prefect_api, running_prefect_server
 
 REPO = Path(__file__).resolve().parent.parent
 PREFECT = (sys.executable, "-m", "prefect")
@@ -53,39 +52,12 @@ def prefect_on_postgres(pg_server_url: str, tmp_path: Path) -> Iterator[tuple[st
     database = url_with_database(pg_server_url, name)
     home = tmp_path / "prefect-home"
     home.mkdir()
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    environ = _environ(
-        api_url,
-        home,
-        PREFECT_SERVER_DATABASE_CONNECTION_URL=asyncpg_url(database),
-        PREFECT_UI_ENABLED="false",
-        PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false",
-    )
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=environ,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, (home / "server.log").read_text()
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the Prefect server did not start"
-            time.sleep(0.5)
-        yield api_url, home, database
+        with running_prefect_server(
+            home, asyncpg_url(database), PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false"
+        ) as api_url:
+            yield api_url, home, database
     finally:
-        _stop(server)
-        log.close()
         with psycopg.connect(pg_server_url, autocommit=True) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
