@@ -28,6 +28,7 @@ from psycopg import sql
 
 from opsflow import sla_store
 from opsflow.errors import StoreUnavailable
+from opsflow.redact import first_line
 
 if TYPE_CHECKING:
     from opsflow.config import Config
@@ -138,9 +139,9 @@ def prune(
         except psycopg.errors.LockNotAvailable:
             why = f"readers held it longer than {LOCK_TIMEOUT}; the next prune tries again"
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"ops store lost while pruning {partition.name}: {_first_line(exc)}") from None
+            raise StoreUnavailable(f"ops store lost while pruning {partition.name}: {first_line(exc)}") from None
         except psycopg.Error as exc:  # rolled back: the partition and its rollups are as they were
-            why = f"the ops store refused: {_first_line(exc)}"
+            why = f"the ops store refused: {first_line(exc)}"
         if why is None:
             pruned.dropped.append(partition.name)
             log.info(
@@ -220,11 +221,6 @@ def _month_spans(
     return spans, [name for name in names if name not in configured and name not in built]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def prune_after_report(store: OpsStore, config: Config) -> None:
     """The daily ``sla-report``'s bookkeeping when ``store.raw_probe_retention`` is set: prune, and
     turn any failure into one WARNING line (it is never the run's outcome)."""
@@ -235,4 +231,4 @@ def prune_after_report(store: OpsStore, config: Config) -> None:
         services = [(s.name, s.interval) for s in config.services]
         store.drop_raw_probe_partitions(cutoff(retention), services)
     except Exception as exc:  # bookkeeping: the report is done and stored either way
-        log.warning("raw probe retention skipped this time: %s", _first_line(exc))
+        log.warning("raw probe retention skipped this time: %s", first_line(exc))
